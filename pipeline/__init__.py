@@ -1,0 +1,1 @@
+"""Batch NER and embeddings with biomedical encoders on Ray Data."""

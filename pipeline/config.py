@@ -1,0 +1,65 @@
+"""Frozen settings: what the algorithm needs, apart from how it is scheduled."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Aggregation = Literal["first", "average", "max", "simple"]
+Pooling = Literal["mean", "cls"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Mode = Literal["resume", "overwrite"]
+
+AGGREGATIONS: tuple[str, ...] = ("first", "average", "max", "simple")
+POOLINGS: tuple[str, ...] = ("mean", "cls")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+MODES: tuple[str, ...] = ("resume", "overwrite")
+
+# Hard ceiling for a window: BERT-family position tables stop at 512.
+DEFAULT_MAX_WINDOW = 512
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One encoder, as the user named it, and the local folder it was resolved to."""
+
+    source: str  # local folder, s3:// prefix or hub id, as given
+    role: Literal["ner", "embed"]
+    max_length: int | None = None  # tokens per window incl. special tokens; None = from config
+    pooling: Pooling | None = None  # embed only; None = what the model folder declares
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """What the annotate job computes. Lengths are in tokens unless named ``chars``."""
+
+    input_uri: str
+    output_uri: str
+    ner: ModelSpec | None = None
+    embed: ModelSpec | None = None
+    id_column: str = "doc_id"
+    text_column: str = "text"
+    stride: int = 128  # overlap between consecutive windows, tokens
+    aggregation: Aggregation = "first"
+    normalize: bool = True  # L2-normalise embeddings
+    dtype: DType = "auto"
+    max_chars: int = 1_000_000  # longer documents get status "error", never truncated
+    mode: Mode = "resume"
+    allow_pickle: bool = False  # load pickle-only checkpoints (can run code)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """How the work is spread over the cluster; never changes the rows produced."""
+
+    num_actors: int | None = None  # per model; None = one per GPU, or 1 on CPU
+    batch_tokens: int = 16384  # token budget per forward pass (padded tokens)
+    docs_per_batch: int = 64  # documents per Ray Data batch between stages
+    tokenizer_actors: int = 1
+    gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
+    extra: dict[str, Any] = field(default_factory=dict)

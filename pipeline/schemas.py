@@ -1,0 +1,123 @@
+"""Every output table, and the column names the stages pass between them.
+
+Public tables are written with these explicit schemas so that pandas, DuckDB and
+Polars read the same types on every run. Internal columns start with ``_``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Public column names.
+DOC_ID = "doc_id"
+START = "start"
+END = "end"
+TEXT = "text"
+LABEL = "label"
+SCORE = "score"
+CHUNK_INDEX = "chunk_index"
+N_TOKENS = "n_tokens"
+N_CHARS = "n_chars"
+N_CHUNKS = "n_chunks"
+STATUS = "status"
+ERROR = "error"
+EMBEDDING = "embedding"
+
+# Document statuses.
+STATUS_OK = "ok"
+STATUS_EMPTY = "empty"
+STATUS_ERROR = "error"
+
+# Internal columns carried between stages (one row per document).
+SHARD = "_shard"  # input shard path
+ROW = "_row"  # row index inside its shard
+TEXT_INTERNAL = "_text"  # validated text ("" when the document is not processable)
+STATUS_INTERNAL = "_status"
+ERROR_INTERNAL = "_error"
+N_CHARS_INTERNAL = "_n_chars"  # characters of the original text (0 when null)
+# Per-model tokenization columns are prefixed with the model's role ("ner" or "embed").
+TOKEN_IDS = "_ids"  # list<int32>: token ids of the whole document, no special tokens
+TOKEN_STARTS = "_tok_start"  # list<int32>: character start of each token
+TOKEN_ENDS = "_tok_end"  # list<int32>: character end of each token (exclusive)
+WORD_IDS = "_word"  # list<int32>: word index of each token (subword grouping)
+ENTITIES = "_entities"  # list<struct>: entities found in the document
+CHUNK_EMBEDDINGS = "_chunk_embeddings"  # list<struct>: one per window
+DOC_EMBEDDING = "_doc_embedding"  # fixed_size_list<float32>[dim] or null
+
+ENTITY_STRUCT = pa.struct(
+    [
+        pa.field(START, pa.int32()),
+        pa.field(END, pa.int32()),
+        pa.field(LABEL, pa.string()),
+        pa.field(SCORE, pa.float32()),
+    ]
+)
+
+
+def tokens_column(role: str, name: str) -> str:
+    """The internal column ``name`` written by the tokenizer of model ``role``."""
+    return f"_{role}{name}"
+
+
+def entity_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field(START, pa.int32(), nullable=False),
+            pa.field(END, pa.int32(), nullable=False),
+            pa.field(TEXT, pa.string(), nullable=False),
+            pa.field(LABEL, pa.string(), nullable=False),
+            pa.field(SCORE, pa.float32(), nullable=False),
+        ]
+    )
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def chunk_struct(dim: int) -> pa.DataType:
+    return pa.struct(
+        [
+            pa.field(START, pa.int32()),
+            pa.field(END, pa.int32()),
+            pa.field(N_TOKENS, pa.int32()),
+            pa.field(EMBEDDING, embedding_type(dim)),
+        ]
+    )
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field(CHUNK_INDEX, pa.int32(), nullable=False),
+            pa.field(START, pa.int32(), nullable=False),
+            pa.field(END, pa.int32(), nullable=False),
+            pa.field(N_TOKENS, pa.int32(), nullable=False),
+            pa.field(EMBEDDING, embedding_type(dim), nullable=False),
+        ]
+    )
+
+
+def document_schema(dim: int | None) -> pa.Schema:
+    """``dim`` is None when the run has no embedding model: the column is then all null."""
+    emb_type = embedding_type(dim) if dim else pa.list_(pa.float32())
+    return pa.schema(
+        [
+            pa.field(DOC_ID, pa.string()),
+            pa.field(N_CHARS, pa.int64(), nullable=False),
+            pa.field(N_TOKENS, pa.int64(), nullable=False),
+            pa.field(N_CHUNKS, pa.int32(), nullable=False),
+            pa.field(STATUS, pa.string(), nullable=False),
+            pa.field(ERROR, pa.string()),
+            pa.field(EMBEDDING, emb_type),
+        ]
+    )
+
+
+# Output folder layout.
+ENTITIES_DIR = "entities"
+EMBEDDINGS_DIR = "embeddings"
+DOCUMENTS_DIR = "documents"
+RUN_JSON = "run.json"

@@ -1,0 +1,1 @@
+"""Ray Data stages: callable classes over pyarrow tables."""

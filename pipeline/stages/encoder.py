@@ -1,0 +1,135 @@
+"""The inference runtime shared by the NER and embedding actors.
+
+It turns documents' token sequences into windows, packs the windows into forward
+passes by token budget (longest first), runs the model under ``inference_mode``
+with autocast, and hands each pass's outputs to a reducer that keeps only what is
+needed on the host. Lengths are in tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.batching import pack_by_token_budget
+from pipeline.windows import window_starts
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` is fp32 on CPU and bf16 on GPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Every window of a batch of documents: its document and token range."""
+
+    doc: np.ndarray  # document index within the batch
+    start: np.ndarray  # first content token
+    length: np.ndarray  # content tokens
+    window: int  # content tokens per full window
+
+    @classmethod
+    def build(cls, token_counts: list[int], window: int, stride: int) -> WindowPlan:
+        docs, starts, lengths = [], [], []
+        for d, n in enumerate(token_counts):
+            s = window_starts(n, window, stride)
+            docs.append(np.full(len(s), d, dtype=np.int64))
+            starts.append(s)
+            lengths.append(np.minimum(s + window, n) - s)
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return cls(cat(docs), cat(starts), cat(lengths), window)
+
+    def of_doc(self, d: int) -> np.ndarray:
+        return np.flatnonzero(self.doc == d)
+
+
+class Encoder:
+    """One model on one device, fed windows by token budget."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prefix: list[int],
+        suffix: list[int],
+        pad_id: int,
+        max_length: int,
+        dtype: str,
+        batch_tokens: int,
+        threads: int | None = None,
+    ) -> None:
+        self.device = pick_device()
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)  # Ray sets 1 thread for fractional CPUs
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(self.device).eval()
+        self.prefix = np.asarray(prefix, dtype=np.int64)
+        self.suffix = np.asarray(suffix, dtype=np.int64)
+        self.pad_id = pad_id
+        self.window = max_length - len(prefix) - len(suffix)
+        if self.window < 1:
+            raise ValueError(f"max length {max_length} tokens leaves no room beside special tokens")
+        self.batch_tokens = batch_tokens
+        # Tensor cores want sequence lengths in multiples of 8; on CPU padding only costs.
+        self.multiple_of = 8 if self.device.type == "cuda" else 1
+        self.padded_tokens = 0  # token positions computed, padding included
+        self.real_tokens = 0
+
+    def passes(
+        self, doc_ids: list[np.ndarray], plan: WindowPlan
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """Yield ``(window indices, input_ids, attention_mask)`` per forward pass, on device."""
+        extra = len(self.prefix) + len(self.suffix)
+        lengths = plan.length + extra
+        batches = pack_by_token_budget(lengths, self.batch_tokens, self.multiple_of)
+        self.real_tokens += int(lengths.sum())
+        pin = self.device.type == "cuda"
+        for idx in batches:
+            width = -(-int(lengths[idx].max()) // self.multiple_of) * self.multiple_of
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, w in enumerate(idx):
+                s, n = int(plan.start[w]), int(plan.length[w])
+                tokens = doc_ids[plan.doc[w]][s : s + n]
+                ids[row, : n + extra] = np.concatenate([self.prefix, tokens, self.suffix])
+                mask[row, : n + extra] = 1
+            self.padded_tokens += len(idx) * width
+            ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+            if pin:
+                ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
+            yield (
+                idx,
+                ids_t.to(self.device, non_blocking=True),
+                mask_t.to(self.device, non_blocking=True),
+            )
+
+    def run(
+        self,
+        doc_ids: list[np.ndarray],
+        plan: WindowPlan,
+        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, ...]],
+        forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> list[tuple[np.ndarray, ...]]:
+        """Run every window; ``forward`` maps (ids, mask) to model output on device and
+        ``reduce`` shrinks it to host arrays. Returns reduced outputs in window order."""
+        out: list[tuple[np.ndarray, ...] | None] = [None] * len(plan.doc)
+        autocast = self.dtype != torch.float32
+        with torch.inference_mode():
+            for idx, ids, mask in self.passes(doc_ids, plan):
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+                    hidden = forward(ids, mask)
+                reduced = reduce(hidden, mask)
+                for row, w in enumerate(idx.tolist()):
+                    out[w] = tuple(r[row] for r in reduced)
+        return out  # type: ignore[return-value]

@@ -1,0 +1,136 @@
+"""All file access: filesystems, shard listing, reading, staging and commit.
+
+Every URI that fsspec understands works (local paths, ``file://``, ``s3://``).
+S3-compatible stores are reached through the standard ``AWS_ENDPOINT_URL`` and the
+standard AWS credential chain; nothing here takes keys as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``uri`` and the path inside it (no protocol)."""
+    # No listing cache: other processes (Ray workers) write into the folders this one
+    # lists, and s3fs would otherwise answer ls/exists from a listing taken before.
+    fs, path = url_to_fs(uri, use_listings_cache=False)
+    return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI, keeping its protocol."""
+    if "://" in uri:
+        proto, rest = uri.split("://", 1)
+        return f"{proto}://" + posixpath.join(rest.rstrip("/"), *parts)
+    return posixpath.join(uri, *parts)
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The full URI of ``path`` on ``fs`` (inverse of :func:`filesystem`)."""
+    return fs.unstrip_protocol(path)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_json(uri: str) -> Any:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    """Write JSON in one object write (a single PUT on S3, so readers never see half)."""
+    fs, path = filesystem(uri)
+    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def read_parquet_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file, or every Parquet file under a folder, as one table.
+
+    Files and folders whose names start with ``_`` or ``.`` are skipped, as
+    ``pyarrow.dataset`` does, so staging folders are never read.
+    """
+    fs, path = filesystem(uri)
+    if fs.isdir(path):
+        dataset = pads.dataset(path, format="parquet", filesystem=fs)
+        return dataset.to_table(columns=columns)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def write_parquet_table(uri: str, table: pa.Table, schema: pa.Schema | None = None) -> None:
+    """Write ``table`` to one Parquet file, cast to ``schema`` when given."""
+    fs, path = filesystem(uri)
+    if schema is not None:
+        table = table.select(schema.names).cast(schema)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+def list_parquet_shards(uri: str) -> list[str]:
+    """Every ``.parquet`` file at or under ``uri``, sorted, as full URIs.
+
+    Hidden and ``_``-prefixed files and folders are skipped, as readers do.
+    """
+    fs, path = filesystem(uri)
+    if fs.isfile(path):
+        return [to_uri(fs, path)]
+    if not fs.exists(path):
+        raise FileNotFoundError(f"input not found: {uri}")
+    found = []
+    for p in fs.find(path):
+        rel = p[len(path) :].lstrip("/")
+        if any(part.startswith(("_", ".")) for part in rel.split("/")):
+            continue
+        if p.endswith(".parquet"):
+            found.append(to_uri(fs, p))
+    return sorted(found)
+
+
+def parquet_metadata(uri: str) -> tuple[int, pa.Schema]:
+    """Row count and Arrow schema of one Parquet file, from its footer only."""
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        return pf.metadata.num_rows, pf.schema_arrow
+
+
+def iter_parquet_batches(uri: str, columns: list[str], batch_size: int) -> Iterator[pa.Table]:
+    """Stream ``columns`` of one Parquet file in tables of at most ``batch_size`` rows."""
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            yield pa.Table.from_batches([batch])
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    """Delete a file or (with ``recursive``) a folder; a missing path is not an error."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def list_files(uri: str) -> list[str]:
+    """Full URIs of the files directly or indirectly under ``uri`` (empty if missing)."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(to_uri(fs, p) for p in fs.find(path))

@@ -1,0 +1,62 @@
+"""Overlapping token windows over whole documents (pure).
+
+A document is tokenized once, without special tokens; windows are index ranges
+into that token sequence, so character offsets always refer to the original text.
+Lengths here are in tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def effective_stride(window: int, stride: int) -> int:
+    """The overlap actually used: at most half a window, so a token lies in at most
+    two consecutive windows (except near the end-aligned last window)."""
+    if window < 1:
+        raise ValueError(f"window must hold at least 1 token, got {window}")
+    if stride < 0:
+        raise ValueError(f"stride must be >= 0 tokens, got {stride}")
+    return min(stride, window // 2)
+
+
+def window_starts(n_tokens: int, window: int, stride: int) -> np.ndarray:
+    """Start index of each window of ``window`` content tokens overlapping by ``stride``.
+
+    Consecutive windows advance by ``window - stride`` tokens; the last window is
+    aligned to end at the last token, so every window but a short document's only
+    one is full length and every token lies in at least one window.
+    """
+    if n_tokens <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n_tokens <= window:
+        return np.zeros(1, dtype=np.int64)
+    step = window - effective_stride(window, stride)
+    starts = list(range(0, n_tokens - window, step))
+    starts.append(n_tokens - window)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def window_owner(n_tokens: int, starts: np.ndarray, window: int) -> np.ndarray:
+    """For each token, the window whose prediction it takes: the one in which the
+    token has the most context on its narrower side (ties go to the earlier window).
+    """
+    owner = np.zeros(n_tokens, dtype=np.int64)
+    best = np.full(n_tokens, -1, dtype=np.int64)
+    for w, s in enumerate(starts.tolist()):
+        e = min(s + window, n_tokens)
+        idx = np.arange(s, e)
+        context = np.minimum(idx - s, e - 1 - idx)
+        better = context > best[s:e]
+        owner[s:e][better] = w
+        best[s:e][better] = context[better]
+    return owner
+
+
+def window_char_spans(
+    starts: np.ndarray, window: int, tok_starts: np.ndarray, tok_ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Character start, character end (exclusive) and token count of each window."""
+    n = len(tok_starts)
+    ends = np.minimum(starts + window, n)
+    return tok_starts[starts], tok_ends[ends - 1], (ends - starts)

@@ -1,0 +1,111 @@
+"""Span decoding on hand-built predictions (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.spans import LabelScheme, aggregate_words, decode_spans, trim_whitespace
+
+BIO = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "B-Chem", 4: "I-Chem"}
+
+
+def _decode(labels, scores, words, offsets, text, strategy="first", id2label=BIO, probs=None):
+    offsets = np.asarray(offsets)
+    return decode_spans(
+        np.asarray(labels),
+        np.asarray(scores, dtype=np.float32),
+        np.asarray(words),
+        offsets[:, 0],
+        offsets[:, 1],
+        LabelScheme.from_id2label(id2label),
+        strategy,
+        text,
+        probs,
+    )
+
+
+TEXT = "acute renal failure and aspirin"
+OFFS = [(0, 5), (6, 11), (12, 19), (20, 23), (24, 31)]
+
+
+def test_bio_groups_and_drops_outside():
+    s = _decode([1, 2, 2, 0, 3], [0.9, 0.8, 0.7, 0.99, 0.6], [0, 1, 2, 3, 4], OFFS, TEXT)
+    assert list(zip(s.start.tolist(), s.end.tolist(), s.label)) == [
+        (0, 19, "Dis"),
+        (24, 31, "Chem"),
+    ]
+    # entity score: mean of its words' scores
+    assert s.score.tolist() == pytest.approx([0.8, 0.6])
+
+
+def test_a_b_tag_starts_a_new_entity_and_i_after_o_starts_one():
+    s = _decode([1, 1, 2, 0, 4], [1] * 5, [0, 1, 2, 3, 4], OFFS, TEXT)
+    assert list(zip(s.start.tolist(), s.end.tolist())) == [(0, 5), (6, 19), (24, 31)]
+
+
+def test_io_scheme_groups_runs_of_the_same_type():
+    io = {0: "O", 1: "Dis", 2: "Chem"}
+    s = _decode([1, 1, 1, 0, 2], [1] * 5, [0, 1, 2, 3, 4], OFFS, TEXT, id2label=io)
+    assert list(zip(s.start.tolist(), s.end.tolist(), s.label)) == [
+        (0, 19, "Dis"),
+        (24, 31, "Chem"),
+    ]
+
+
+# "aspirinol" as three subword tokens of one word: asp ##iri ##nol
+WORD_TEXT = "aspirinol"
+WORD_OFFS = [(0, 3), (3, 6), (6, 9)]
+
+
+def test_first_takes_the_first_subword():
+    s = _decode([3, 0, 0], [0.9, 0.99, 0.99], [0, 0, 0], WORD_OFFS, WORD_TEXT, "first")
+    assert (s.start.tolist(), s.end.tolist(), s.label) == ([0], [9], ["Chem"])
+    assert s.score.tolist() == pytest.approx([0.9])
+
+
+def test_max_takes_the_most_confident_subword():
+    s = _decode([3, 0, 0], [0.5, 0.9, 0.6], [0, 0, 0], WORD_OFFS, WORD_TEXT, "max")
+    assert len(s) == 0  # the 0.9 subword says O, so the whole word is O
+    s = _decode([0, 3, 0], [0.5, 0.9, 0.6], [0, 0, 0], WORD_OFFS, WORD_TEXT, "max")
+    assert s.label == ["Chem"] and (s.start[0], s.end[0]) == (0, 9)
+
+
+def test_max_breaks_ties_by_the_earliest_subword():
+    label, score, _, _ = aggregate_words(
+        np.array([3, 1]), np.array([0.7, 0.7]), np.array([0, 0]), "max"
+    )
+    assert label.tolist() == [3]
+
+
+def test_average_uses_mean_probabilities():
+    # token 0: O 0.4 / B-Chem 0.6; token 1: O 0.9 / B-Chem 0.1 -> mean O 0.65
+    probs = np.zeros((2, 5), np.float32)
+    probs[0, [0, 3]] = [0.4, 0.6]
+    probs[1, [0, 3]] = [0.9, 0.1]
+    s = _decode([3, 0], [0.6, 0.9], [0, 0], [(0, 4), (4, 9)], WORD_TEXT, "average", probs=probs)
+    assert len(s) == 0
+    probs[1, [0, 3]] = [0.3, 0.7]  # mean B-Chem 0.65
+    s = _decode([3, 3], [0.6, 0.7], [0, 0], [(0, 4), (4, 9)], WORD_TEXT, "average", probs=probs)
+    assert s.label == ["Chem"] and s.score.tolist() == pytest.approx([0.65])
+
+
+def test_simple_keeps_subwords_apart_from_word_logic():
+    # simple: second subword B-Chem starts a second entity inside the word
+    s = _decode([3, 3, 4], [1, 1, 1], [0, 0, 0], WORD_OFFS, WORD_TEXT, "simple")
+    assert list(zip(s.start.tolist(), s.end.tolist())) == [(0, 3), (3, 9)]
+
+
+def test_spans_never_start_or_end_on_whitespace():
+    # byte-level BPE offsets that include the leading space
+    text = "given  aspirin daily"
+    s = _decode([0, 3, 0], [1, 1, 1], [0, 1, 2], [(0, 5), (5, 14), (14, 20)], text)
+    assert (s.start[0], s.end[0]) == (7, 14) and text[7:14] == "aspirin"
+    assert trim_whitespace(" \n a b \t", 0, 8) == (3, 6)
+
+
+def test_no_tokens_no_spans_and_bad_label_map():
+    s = _decode(np.zeros(0, int), [], np.zeros(0, int), np.zeros((0, 2), int), "")
+    assert len(s) == 0
+    with pytest.raises(ValueError, match="ids must be"):
+        LabelScheme.from_id2label({0: "O", 2: "B-X"})

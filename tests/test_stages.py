@@ -1,0 +1,180 @@
+"""Stages in process (no Ray) on tiny models written by the tests."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tiny_models as tm
+from transformers import pipeline as hf_pipeline
+
+from pipeline import schemas as S
+from pipeline.stages.embed import EmbedStage
+from pipeline.stages.ner import NerStage
+from pipeline.stages.read import ReadSettings, document_columns
+from pipeline.stages.tokenize import Tokenize
+from pipeline.stages.write import embedding_rows, entity_rows
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "random": str(tm.write_random_ner(root / "random", seed=3)),
+        "oracle": str(tm.write_oracle_ner(root / "oracle")),
+        "oracle_cased": str(tm.write_oracle_ner(root / "oracle_cased", lowercase=False)),
+        "encoder": str(tm.write_random_encoder(root / "encoder", seed=5)),
+    }
+
+
+def docs(texts: list) -> pa.Table:
+    table = pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    return document_columns(table, "shard", ReadSettings("doc_id", "text", 10**6, 1000))
+
+
+def run_ner(model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512):
+    batch = Tokenize("ner", model_dir)(docs(texts))
+    stage = NerStage(model_dir, max_length, stride, aggregation, "float32", batch_tokens)
+    return entity_rows(stage(batch)).to_pylist()
+
+
+def sentence(rng: random.Random, n_words: int) -> str:
+    words = tm.PLAIN + tm.DISEASE_B + tm.DISEASE_I + tm.CHEM_B + tm.CHEM_I
+    out = []
+    for _ in range(n_words):
+        w = rng.choice(words)
+        r = rng.random()
+        if r < 0.1:
+            w += rng.choice(["s", "ed", "itis", "ol"])  # split into subword tokens
+        elif r < 0.15:
+            w = w.capitalize()
+        out.append(w)
+        if rng.random() < 0.1:
+            out.append(rng.choice([",", ".", "(", ")", "5", "%"]))
+    return " ".join(out)
+
+
+@pytest.mark.parametrize("aggregation", ["first", "average", "max", "simple"])
+def test_parity_with_transformers_pipeline(model_dirs, aggregation):
+    rng = random.Random(7)
+    texts = [sentence(rng, rng.randint(3, 40)) for _ in range(25)]
+    ours = run_ner(model_dirs["random"], texts, aggregation=aggregation)
+    pipe = hf_pipeline(
+        "token-classification", model=model_dirs["random"], aggregation_strategy=aggregation
+    )
+    n_expected = 0
+    for i, text in enumerate(texts):
+        want = [(e["start"], e["end"], e["entity_group"], float(e["score"])) for e in pipe(text)]
+        got = [
+            (r["start"], r["end"], r["label"], r["score"]) for r in ours if r["doc_id"] == f"d{i}"
+        ]
+        assert [w[:3] for w in want] == [g[:3] for g in got], f"doc {i}"
+        np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-4)
+        n_expected += len(want)
+    assert n_expected > 20  # the random model does predict entities on these texts
+
+
+@pytest.mark.parametrize("model", ["oracle", "oracle_cased"])
+@pytest.mark.parametrize("max_length,stride", [(8, 2), (16, 5), (19, 9), (64, 128)])
+def test_oracle_long_document_equals_its_pieces(model_dirs, model, max_length, stride):
+    """The oracle's labels ignore context, so a long document annotated in many small
+    windows must give exactly the entities of its sentences annotated alone."""
+    rng = random.Random(max_length * 31 + stride)
+    pieces = [sentence(rng, rng.randint(4, 12)) + " ." for _ in range(30)]
+    long_text = " ".join(pieces)
+    whole = run_ner(model_dirs[model], [long_text], max_length, stride)
+    alone = run_ner(model_dirs[model], pieces, max_length=128)
+    expected, offset = [], 0
+    for i, piece in enumerate(pieces):
+        for r in alone:
+            if r["doc_id"] == f"d{i}":
+                expected.append((r["start"] + offset, r["end"] + offset, r["label"]))
+        offset += len(piece) + 1
+    got = [(r["start"], r["end"], r["label"]) for r in whole]
+    assert got == expected
+    assert len(expected) > 10
+    for r in whole:
+        assert r["text"] == long_text[r["start"] : r["end"]]
+        assert not r["text"][0].isspace() and not r["text"][-1].isspace()
+
+
+def test_entities_at_window_edges_are_neither_cut_nor_duplicated(model_dirs):
+    # "diabetes mellitus" repeated so that, with 6-token windows, entities straddle edges
+    text = " ".join(["the diabetes mellitus and heparin sodium"] * 12)
+    got = run_ner(model_dirs["oracle"], [text], max_length=8, stride=2)
+    labels = [(r["text"], r["label"]) for r in got]
+    assert labels == [("diabetes mellitus", "Disease"), ("heparin sodium", "Chemical")] * 12
+
+
+def test_bad_documents_yield_no_entities_but_keep_their_rows(model_dirs):
+    batch = Tokenize("ner", model_dirs["oracle"])(docs(["aspirin", "", None, "   "]))
+    out = NerStage(model_dirs["oracle"], 32, 8, "first", "float32", 512)(batch)
+    assert out.num_rows == 4
+    assert out.column(S.STATUS_INTERNAL).to_pylist() == ["ok", "empty", "empty", "empty"]
+    assert [len(e) for e in out.column(S.ENTITIES).to_pylist()] == [1, 0, 0, 0]
+
+
+def embed(model_dir, texts, max_length=32, stride=8, batch_tokens=512, pooling="mean"):
+    batch = Tokenize("embed", model_dir)(docs(texts))
+    stage = EmbedStage(model_dir, max_length, stride, pooling, True, "float32", batch_tokens)
+    return stage(batch)
+
+
+def test_a_text_embedded_alone_equals_the_same_text_in_a_padded_batch(model_dirs):
+    rng = random.Random(2)
+    texts = [sentence(rng, rng.randint(2, 60)) for _ in range(12)]
+    together = embed(model_dirs["encoder"], texts).column(S.DOC_EMBEDDING).to_pylist()
+    for i in (0, 5, 11):
+        alone = embed(model_dirs["encoder"], [texts[i]]).column(S.DOC_EMBEDDING).to_pylist()[0]
+        np.testing.assert_allclose(alone, together[i], atol=1e-5)
+
+
+def test_document_vector_is_the_token_weighted_mean_of_windows(model_dirs):
+    rng = random.Random(4)
+    text = sentence(rng, 80)
+    out = embed(model_dirs["encoder"], [text], max_length=16, stride=4)
+    # un-normalised window vectors, recomputed independently through the stage API
+    stage = EmbedStage(model_dirs["encoder"], 16, 4, "mean", False, "float32", 512)
+    raw = stage(Tokenize("embed", model_dirs["encoder"])(docs([text])))
+    chunks = embedding_rows(raw, 32).to_pylist()
+    assert len(chunks) > 3
+    vecs = np.array([c["embedding"] for c in chunks])
+    weights = np.array([c["n_tokens"] for c in chunks], float)
+    want = (vecs * weights[:, None]).sum(0) / weights.sum()
+    want /= np.linalg.norm(want)
+    np.testing.assert_allclose(out.column(S.DOC_EMBEDDING).to_pylist()[0], want, atol=1e-5)
+    # windows cover the text: first starts at 0, last ends at the last token's end
+    assert chunks[0]["start"] == 0 and chunks[-1]["end"] == len(text.rstrip())
+    assert [c["chunk_index"] for c in chunks] == list(range(len(chunks)))
+
+
+def test_cls_pooling_differs_from_mean(model_dirs):
+    text = ["the patient reports chest pain"]
+    mean = embed(model_dirs["encoder"], text).column(S.DOC_EMBEDDING).to_pylist()[0]
+    cls = embed(model_dirs["encoder"], text, pooling="cls").column(S.DOC_EMBEDDING).to_pylist()[0]
+    assert np.linalg.norm(np.array(mean) - np.array(cls)) > 1e-3
+
+
+def test_minilm_matches_sentence_transformers():
+    """The real all-MiniLM-L6-v2 weights: our vectors equal sentence-transformers' own
+    for texts that fit one window (its pooling and normalisation are read from the folder)."""
+    st = pytest.importorskip("sentence_transformers")
+    from pipeline.defaults import default_embed_model
+    from pipeline.models import default_pooling
+
+    path = default_embed_model()
+    texts = [
+        "Metformin is first-line therapy for type 2 diabetes mellitus.",
+        "Cisplatin-induced nephrotoxicity was observed in 12% of patients.",
+        "The patient denies chest pain, fever or cough.",
+    ]
+    pooling = default_pooling(__import__("pathlib").Path(path), path)
+    assert pooling == "mean"
+    ours = np.array(
+        embed(path, texts, max_length=256, pooling=pooling).column(S.DOC_EMBEDDING).to_pylist()
+    )
+    ref = st.SentenceTransformer(path, device="cpu").encode(texts, normalize_embeddings=True)
+    cos = (ours * ref).sum(axis=1)
+    assert cos.min() >= 0.999
