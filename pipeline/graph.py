@@ -1,0 +1,179 @@
+"""Wiring: read → tokenize → NER → embed → stage → commit, on Ray Data.
+
+The caller has connected to Ray; nothing here calls ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from pipeline import commit, plan
+from pipeline import schemas as S
+from pipeline.config import AnnotateConfig, Scheduling
+from pipeline.plan import RunPlan
+from pipeline.stages.embed import EmbedStage
+from pipeline.stages.ner import NerStage
+from pipeline.stages.read import ReadSettings, read_shard
+from pipeline.stages.tokenize import Tokenize
+from pipeline.stages.write import StageWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What one run did; becomes run.json."""
+
+    shards_done: list[str] = field(default_factory=list)
+    shards_skipped: list[str] = field(default_factory=list)
+    shards_failed: dict[str, str] = field(default_factory=dict)
+    docs_processed: int = 0
+    tokens_processed: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _read_shards(batch: dict[str, Any], settings: ReadSettings, output_uri: str):
+    """Ray Data generator UDF: one input row per shard, many document batches out."""
+    for shard, key in zip(batch["shard"], batch["key"]):
+        try:
+            yield from read_shard(str(shard), settings)
+        except Exception as exc:  # the shard stays uncommitted; others go on
+            plan.record_failure(output_uri, str(key), str(shard), exc)
+
+
+# Logical CPUs reserved by the light stages (reader, tokenizers, writer) on CPU-only runs.
+LIGHT_CPUS = 0.25
+
+
+def _actor_args(sched: Scheduling, n_models: int) -> tuple[int, dict[str, Any], int | None]:
+    """Actor count, resources per model actor, and torch threads: one GPU per actor when
+    the cluster has GPUs, else the CPUs left by the light stages split between models."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        n = sched.num_actors or max(1, gpus // n_models)
+        return n, {"num_gpus": sched.gpus_per_actor or 1, "num_cpus": 1}, None
+    n = sched.num_actors or 1
+    cpus = float(resources.get("CPU", 1))
+    light = LIGHT_CPUS * (2 + n_models)
+    share = max(LIGHT_CPUS, (cpus - light) / max(1, n_models * n))
+    threads = max(1, int(cpus // max(1, n_models * n)))
+    return n, {"num_gpus": 0, "num_cpus": share}, threads
+
+
+def build_dataset(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> ray.data.Dataset:
+    todo = [{"shard": s.uri, "key": s.key} for s in rp.todo]
+    settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, sched.docs_per_batch)
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
+    ds = ds.map_batches(
+        _read_shards,
+        batch_size=1,
+        fn_kwargs={"settings": settings, "output_uri": cfg.output_uri},
+        num_cpus=LIGHT_CPUS,
+    )
+    n_models = len(rp.models)
+    n_actors, resources, threads = _actor_args(sched, n_models)
+    batch = {"batch_size": sched.docs_per_batch, "batch_format": "pyarrow"}
+    for role, info in rp.models.items():
+        spec = getattr(cfg, role)
+        ds = ds.map_batches(
+            Tokenize,
+            fn_constructor_kwargs={
+                "role": role,
+                "model_dir": info.local_dir,
+                "trust_remote_code": spec.trust_remote_code,
+            },
+            compute=ray.data.ActorPoolStrategy(size=sched.tokenizer_actors),
+            num_cpus=LIGHT_CPUS,
+            **batch,
+        )
+    for role, info in rp.models.items():
+        spec = getattr(cfg, role)
+        common = {
+            "model_dir": info.local_dir,
+            "max_length": info.max_length,
+            "stride": rp.stride[role],
+            "dtype": cfg.dtype,
+            "batch_tokens": sched.batch_tokens,
+            "trust_remote_code": spec.trust_remote_code,
+            "allow_pickle": cfg.allow_pickle,
+            "threads": threads,
+        }
+        if role == "ner":
+            stage, kwargs = NerStage, {**common, "aggregation": cfg.aggregation}
+        else:
+            stage = EmbedStage
+            kwargs = {**common, "pooling": info.pooling, "normalize": cfg.normalize}
+        ds = ds.map_batches(
+            stage,
+            fn_constructor_kwargs=kwargs,
+            compute=ray.data.ActorPoolStrategy(size=n_actors),  # restarts actors, retries
+            **resources,
+            **batch,
+        )
+    token_role = "embed" if "embed" in rp.models else ("ner" if rp.models else None)
+    dim = rp.models["embed"].dim if "embed" in rp.models else None
+    keys = {s.uri: s.key for s in rp.todo}
+    return ds.map_batches(
+        StageWriter,
+        fn_constructor_kwargs={
+            "output_uri": cfg.output_uri,
+            "keys": keys,
+            "token_role": token_role,
+            "dim": dim,
+        },
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=LIGHT_CPUS,
+        **batch,
+    )
+
+
+def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
+    """Process every shard still to do, publishing each as soon as all its rows are staged."""
+    t0 = time.monotonic()
+    result = RunResult(shards_skipped=[s.uri for s in rp.skipped])
+    result.shards_failed.update(rp.failed)
+    schemas = rp.output_schemas()
+    publish = ray.remote(num_cpus=0, max_retries=3)(commit.publish_shard)
+    meta = {"fingerprint": rp.fingerprint}
+    expected = {s.uri: s.n_rows for s in rp.todo}
+    keys = {s.uri: s.key for s in rp.todo}
+    staged: dict[str, dict[str, int]] = defaultdict(dict)
+    pending: dict[ray.ObjectRef, str] = {}
+    # Zero-row shards have nothing to stage: publish their empty tables straight away.
+    for uri, n in expected.items():
+        if n == 0:
+            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta)] = uri
+    if any(n > 0 for n in expected.values()):
+        ds = build_dataset(rp, cfg, sched)
+        for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in out.to_pylist():
+                shard = row[S.SHARD]
+                if row["part"] not in staged[shard]:
+                    result.docs_processed += row["n_docs"]
+                    result.tokens_processed += row["n_tokens"]
+                staged[shard][row["part"]] = row["n_docs"]
+                if sum(staged[shard].values()) == expected[shard]:
+                    ref = publish.remote(cfg.output_uri, keys[shard], shard, schemas, meta)
+                    pending[ref] = shard
+    for ref, shard in pending.items():
+        record = ray.get(ref)
+        result.records.append(record)
+        result.shards_done.append(shard)
+        log.info("committed shard %s (%s)", record["key"], record["rows"])
+    for s in rp.todo:
+        if s.uri not in result.shards_done:
+            got = sum(staged[s.uri].values())
+            reason = plan.read_failure(cfg.output_uri, s.key) or (
+                f"incomplete: {got} of {s.n_rows} rows were processed"
+            )
+            result.shards_failed[s.uri] = reason
+    result.wall_s = time.monotonic() - t0
+    return result

@@ -1,0 +1,190 @@
+"""Before any model loads: resolve models, list and check shards, decide what to do.
+
+Whole-input problems (no Parquet files, a missing column) raise ``InputError``
+with a message naming the shard and column; unreadable shards are set aside as
+failed so every other shard still runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import commit, models, storage
+from pipeline import schemas as S
+from pipeline.config import AnnotateConfig, ModelSpec
+from pipeline.models import ModelInfo
+from pipeline.windows import effective_stride
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """The input as a whole cannot be processed; nothing was started."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    uri: str
+    key: str
+    n_rows: int
+
+
+@dataclass
+class RunPlan:
+    models: dict[str, ModelInfo]
+    stride: dict[str, int]  # effective overlap per model role, tokens
+    shards: list[Shard]
+    todo: list[Shard]
+    skipped: list[Shard]
+    failed: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def output_schemas(self) -> dict[str, pa.Schema]:
+        dim = self.models["embed"].dim if "embed" in self.models else None
+        out = {S.DOCUMENTS_DIR: S.document_schema(dim)}
+        if "ner" in self.models:
+            out[S.ENTITIES_DIR] = S.entity_schema()
+        if dim:
+            out[S.EMBEDDINGS_DIR] = S.embedding_schema(dim)
+        return out
+
+
+def resolve_model(spec: ModelSpec) -> ModelInfo:
+    """Find the model's folder (downloading an s3:// copy once) and read its defaults."""
+    local = models.resolve_model_dir(spec.source)
+    cfg = models.read_config(local)
+    max_length = spec.max_length or models.default_max_length(cfg)
+    labels = None
+    pooling = dim = None
+    if spec.role == "ner":
+        raw = cfg.get("id2label") or {}
+        labels = {int(k): v for k, v in raw.items()}
+        if not labels or set(labels.values()) <= {f"LABEL_{i}" for i in range(len(labels))}:
+            raise InputError(
+                f"NER model {spec.source} declares no entity labels (config.json id2label); "
+                "is it a token-classification model?"
+            )
+    else:
+        pooling = spec.pooling or models.default_pooling(local, spec.source)
+        dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
+    # Hub cache folders are named by commit hash; local and s3 copies carry none.
+    revision = local.name if "snapshots" in local.parts else None
+    return ModelInfo(
+        source=spec.source,
+        local_dir=str(local),
+        model_type=cfg.get("model_type", ""),
+        max_length=int(max_length),
+        weights_sha256=models.weights_hash(local),
+        revision=revision,
+        labels=labels,
+        pooling=pooling,
+        dim=dim,
+    )
+
+
+def check_shards(uris: list[str], cfg: AnnotateConfig) -> tuple[dict[str, int], dict[str, str]]:
+    """Row counts of readable shards, and a reason for each unreadable one.
+
+    Raises ``InputError`` when a readable shard lacks the id or text column.
+    """
+    counts: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    for uri in uris:
+        try:
+            n_rows, schema = storage.parquet_metadata(uri)
+        except Exception as exc:
+            failed[uri] = f"not a readable Parquet file ({type(exc).__name__}: {exc})"
+            log.error("shard %s is not a readable Parquet file: %s", uri, type(exc).__name__)
+            continue
+        for role, column in (("id", cfg.id_column), ("text", cfg.text_column)):
+            if column not in schema.names:
+                raise InputError(
+                    f"shard {uri} has no {role} column {column!r} (columns: {schema.names}); "
+                    f"set --{role}-column"
+                )
+        counts[uri] = n_rows
+    return counts, failed
+
+
+def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[str, int]) -> str:
+    """What makes two runs' rows comparable: models (by weights), chunking, columns."""
+    parts: dict[str, Any] = {
+        "id_column": cfg.id_column,
+        "text_column": cfg.text_column,
+        "aggregation": cfg.aggregation if "ner" in infos else None,
+        "normalize": cfg.normalize,
+        "max_chars": cfg.max_chars,
+        "dtype": cfg.dtype,
+        "models": {
+            role: {
+                "weights_sha256": i.weights_sha256,
+                "max_length": i.max_length,
+                "stride": stride[role],
+                "pooling": i.pooling,
+            }
+            for role, i in sorted(infos.items())
+        },
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(cfg: AnnotateConfig) -> RunPlan:
+    uris = storage.list_parquet_shards(cfg.input_uri)
+    if not uris:
+        raise InputError(f"no Parquet files (*.parquet) under {cfg.input_uri}")
+    counts, failed = check_shards(uris, cfg)
+    if not counts:
+        raise InputError(f"none of the {len(uris)} Parquet files under {cfg.input_uri} is readable")
+    specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
+    if not specs:
+        raise InputError("no model given: pass --ner-model and/or --embed-model")
+    infos = {role: resolve_model(spec) for role, spec in specs.items()}
+    stride = {}
+    for role, info in infos.items():
+        n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
+        stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
+    fp = fingerprint(cfg, infos, stride)
+    done = commit.committed_keys(cfg.output_uri)
+    shards = [Shard(u, commit.shard_key(u, cfg.input_uri), counts[u]) for u in uris if u in counts]
+    keys = [s.key for s in shards]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
+    skipped = [s for s in shards if s.key in done]
+    todo = [s for s in shards if s.key not in done]
+    return RunPlan(infos, stride, shards, todo, skipped, failed, fp)
+
+
+def record_failure(output_uri: str, key: str, shard: str, exc: BaseException) -> None:
+    """Note why a shard could not be read (the exception type and message, never data)."""
+    storage.write_json(
+        storage.join(output_uri, "_failures", f"{key}.json"),
+        {"shard": shard, "error": f"{type(exc).__name__}: {exc}"},
+    )
+
+
+def read_failure(output_uri: str, key: str) -> str | None:
+    path = storage.join(output_uri, "_failures", f"{key}.json")
+    return storage.read_json(path)["error"] if storage.exists(path) else None
+
+
+def check_manifest(cfg: AnnotateConfig, fp: str, models_desc: dict[str, Any]) -> None:
+    """An output folder belongs to one configuration: refuse to mix rows of another."""
+    path = storage.join(cfg.output_uri, "_manifest.json")
+    if storage.exists(path):
+        old = storage.read_json(path)
+        if old.get("fingerprint") != fp and cfg.mode != "overwrite":
+            raise InputError(
+                f"output {cfg.output_uri} holds results of another configuration "
+                f"(fingerprint {old.get('fingerprint')}, this run {fp}: a different model, "
+                "weights, window, stride, pooling or columns); use a new --output, or "
+                "--mode overwrite to replace it"
+            )
+        if old.get("fingerprint") == fp:
+            return
+    storage.write_json(path, {"fingerprint": fp, "models": models_desc})

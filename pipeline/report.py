@@ -1,0 +1,104 @@
+"""run.json and the closing summary: counts, timings, models. Never document text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pipeline import commit, storage
+from pipeline import schemas as S
+from pipeline.config import AnnotateConfig, Scheduling
+from pipeline.graph import RunResult
+from pipeline.plan import RunPlan
+
+
+def table_counts(
+    output_uri: str, rp: RunPlan, result: RunResult
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Rows per table, entities per label and documents per status over every committed
+    shard (this run's and earlier runs')."""
+    records = list(result.records)
+    for s in rp.skipped:
+        records.append(storage.read_json(commit.commit_path(output_uri, s.key)))
+    rows: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for r in records:
+        rows.update(r["rows"])
+        labels.update(r.get("labels", {}))
+        statuses.update(r.get("statuses", {}))
+    return dict(rows), dict(labels), dict(statuses)
+
+
+def build_run_json(
+    cfg: AnnotateConfig, sched: Scheduling, rp: RunPlan, result: RunResult
+) -> dict[str, Any]:
+    rows, labels, statuses = table_counts(cfg.output_uri, rp, result)
+    wall = max(result.wall_s, 1e-9)
+    return {
+        "config": cfg.to_dict(),
+        "scheduling": sched.__dict__,
+        "fingerprint": rp.fingerprint,
+        "models": {role: info.__dict__ for role, info in rp.models.items()},
+        "effective_stride": rp.stride,
+        "input_shards": [s.uri for s in rp.shards] + sorted(rp.failed),
+        "shards": {
+            "total": len(rp.shards) + len(rp.failed),
+            "done": len(result.shards_done),
+            "skipped": len(result.shards_skipped),
+            "failed": len(result.shards_failed),
+        },
+        "failed_shards": result.shards_failed,
+        "rows": rows,
+        "entities_by_label": labels,
+        "documents_by_status": statuses,
+        "this_run": {
+            "documents": result.docs_processed,
+            "tokens": result.tokens_processed,
+            "wall_s": round(result.wall_s, 3),
+            "docs_per_s": round(result.docs_processed / wall, 2),
+            "tokens_per_s": round(result.tokens_processed / wall, 1),
+        },
+    }
+
+
+def summary_text(run: dict[str, Any], output_uri: str) -> str:
+    lines = [f"Tables written under {output_uri}:"]
+    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR):
+        if table in run["rows"]:
+            lines.append(f"  {storage.join(output_uri, table)}/  ({run['rows'][table]} rows)")
+    lines.append(f"  {storage.join(output_uri, S.RUN_JSON)}")
+    sh = run["shards"]
+    lines.append(
+        f"Shards: {sh['done']} done, {sh['skipped']} skipped (already committed), "
+        f"{sh['failed']} failed of {sh['total']}"
+    )
+    st = run["documents_by_status"]
+    lines.append("Documents: " + ", ".join(f"{v} {k}" for k, v in sorted(st.items())))
+    if run["entities_by_label"]:
+        lines.append(
+            "Entities by label: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(run["entities_by_label"].items()))
+        )
+    t = run["this_run"]
+    lines.append(
+        f"This run: {t['documents']} documents, {t['tokens']} tokens in {t['wall_s']:.1f} s "
+        f"({t['docs_per_s']:.1f} docs/s, {t['tokens_per_s']:.0f} tokens/s)"
+    )
+    for uri, why in run["failed_shards"].items():
+        lines.append(f"FAILED shard {uri}: {why}")
+    return "\n".join(lines)
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The config for logs: URIs lose any user:password@ part."""
+    import re
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, str):
+            return re.sub(r"//[^/@\s]+@", "//***@", v)
+        return v
+
+    return clean(config)

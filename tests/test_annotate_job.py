@@ -1,0 +1,110 @@
+"""The annotate job end to end on a local Ray: several shards, long and bad documents,
+reruns, refusals and whole-input errors."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tiny_models as tm
+from job_helpers import read_run, read_table, run_job
+from test_stages import run_ner, sentence
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    oracle = tm.write_oracle_ner(root / "oracle")
+    encoder = tm.write_random_encoder(root / "encoder")
+    rng = random.Random(11)
+    shards = []
+    for k in range(3):
+        texts = [sentence(rng, rng.randint(5, 30)) for _ in range(6)]
+        texts[1] = " ".join(sentence(rng, 12) + " ." for _ in range(40))  # many windows
+        texts[2] = "" if k == 0 else None
+        texts[3] = "   \n\t"
+        ids = [f"s{k}-{i}" for i in range(len(texts))]
+        path = root / "in" / f"part-{k}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.table({"doc_id": ids, "text": texts}), path)
+        shards.append((ids, texts))
+    return {"root": root, "oracle": str(oracle), "encoder": str(encoder), "shards": shards}
+
+
+def test_job_end_to_end_then_resume_without_duplicates(corpus):
+    root, out = corpus["root"], str(corpus["root"] / "out")
+    args = ["--input", str(root / "in"), "--output", out, "--ner-model", corpus["oracle"]]
+    args += ["--embed-model", corpus["encoder"], "--max-length", "24", "--stride", "6"]
+    first = run_job(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Entities by label" in first.stdout
+
+    docs = read_table(out, "documents").to_pylist()
+    all_ids = [i for ids, _ in corpus["shards"] for i in ids]
+    assert sorted(d["doc_id"] for d in docs) == sorted(all_ids)  # exactly one row each
+    texts = {i: t for ids, ts in corpus["shards"] for i, t in zip(ids, ts)}
+    by_id = {d["doc_id"]: d for d in docs}
+    for i, t in texts.items():
+        want = "ok" if t and t.strip() else "empty"
+        assert by_id[i]["status"] == want, i
+        if want == "ok":
+            assert by_id[i]["n_chunks"] >= 1 and by_id[i]["embedding"] is not None
+    assert by_id["s1-2"]["error"] == "text is null"
+
+    ents = read_table(out, "entities").to_pylist()
+    for e in ents:
+        assert e["text"] == texts[e["doc_id"]][e["start"] : e["end"]]
+    # the job on Ray gives exactly what the stage gives in process on each document
+    ok_ids = [i for i, t in texts.items() if t and t.strip()]
+    expected = run_ner(corpus["oracle"], [texts[i] for i in ok_ids], max_length=24, stride=6)
+    want = sorted(
+        (ok_ids[int(r["doc_id"][1:])], r["start"], r["end"], r["label"]) for r in expected
+    )
+    got = sorted((e["doc_id"], e["start"], e["end"], e["label"]) for e in ents)
+    assert got == want and len(got) > 50
+
+    emb = read_table(out, "embeddings")
+    assert emb.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    assert emb.num_rows == sum(d["n_chunks"] for d in docs)
+    run = read_run(out)
+    assert run["rows"] == {
+        "documents": len(docs),
+        "entities": len(ents),
+        "embeddings": emb.num_rows,
+    }
+    assert run["shards"] == {"total": 3, "done": 3, "skipped": 0, "failed": 0}
+    assert run["models"]["ner"]["weights_sha256"] and run["models"]["embed"]["dim"] == 32
+
+    again = run_job(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_run(out)["shards"] == {"total": 3, "done": 0, "skipped": 3, "failed": 0}
+    assert read_table(out, "documents").num_rows == len(docs)
+    assert read_table(out, "entities").num_rows == len(ents)
+
+    # another model into the same output is refused, before any work
+    other = tm.write_random_encoder(root / "encoder2", seed=9)
+    refused = run_job(*args[:-6], "--embed-model", str(other), "--max-length", "24")
+    assert refused.returncode == 2
+    assert "another configuration" in refused.stderr
+
+
+def test_whole_input_problems_fail_fast_with_the_shard_and_column(corpus, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(pa.table({"doc_id": ["a"], "body": ["x"]}), bad / "p.parquet")
+    res = run_job("--input", str(bad), "--output", str(tmp_path / "o"), "--ner-model", "/nope")
+    assert res.returncode == 2
+    assert "p.parquet" in res.stderr and "'text'" in res.stderr
+    assert "Loading" not in res.stderr  # no model was loaded
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_job("--input", str(empty), "--output", str(tmp_path / "o"), "--ner-model", "x")
+    assert res.returncode == 2 and "no Parquet files" in res.stderr
+
+    res = run_job("--input", str(bad), "--output", str(tmp_path / "o"))
+    assert res.returncode == 2 and "no model given" in res.stderr
