@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from pipeline import commit, plan
+from pipeline import commit, plan, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.plan import RunPlan
@@ -175,5 +175,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
                 f"incomplete: {got} of {s.n_rows} rows were processed"
             )
             result.shards_failed[s.uri] = reason
+    if not result.shards_failed:
+        storage.remove(storage.join(cfg.output_uri, "_staging"), recursive=True)
     result.wall_s = time.monotonic() - t0
     return result

@@ -129,8 +129,14 @@ def remove(uri: str, recursive: bool = False) -> None:
 
 
 def list_files(uri: str) -> list[str]:
-    """Full URIs of the files directly or indirectly under ``uri`` (empty if missing)."""
+    """Full URIs of the files under ``uri`` (empty if missing). Folder markers that
+    object stores keep for empty "directories" are not files."""
     fs, path = filesystem(uri)
     if not fs.exists(path):
         return []
-    return sorted(to_uri(fs, p) for p in fs.find(path))
+    found = fs.find(path, detail=True)
+    return sorted(
+        to_uri(fs, p)
+        for p, info in found.items()
+        if info.get("type") == "file" and p.rstrip("/") != path.rstrip("/")
+    )

@@ -108,3 +108,38 @@ def test_whole_input_problems_fail_fast_with_the_shard_and_column(corpus, tmp_pa
 
     res = run_job("--input", str(bad), "--output", str(tmp_path / "o"))
     assert res.returncode == 2 and "no model given" in res.stderr
+
+
+def test_job_reads_and_writes_s3(corpus, s3_env):
+    """Input shards and output tables on a real S3 server (SeaweedFS), reached only
+    through AWS_ENDPOINT_URL and the standard credential variables."""
+    from pipeline import storage
+
+    for k, (ids, texts) in enumerate(corpus["shards"][:2]):
+        table = pa.table({"doc_id": ids, "text": texts})
+        storage.write_parquet_table(storage.join(s3_env, "in", f"part-{k}.parquet"), table)
+    out = storage.join(s3_env, "out")
+    res = run_job(
+        "--input", storage.join(s3_env, "in"), "--output", out,
+        "--ner-model", corpus["oracle"], "--max-length", "24", "--stride", "6",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    docs = read_table(out, "documents")
+    assert sorted(docs.column("doc_id").to_pylist()) == sorted(
+        i for ids, _ in corpus["shards"][:2] for i in ids
+    )
+    texts = {i: t for ids, ts in corpus["shards"] for i, t in zip(ids, ts)}
+    ents = read_table(out, "entities").to_pylist()
+    assert ents and all(e["text"] == texts[e["doc_id"]][e["start"] : e["end"]] for e in ents)
+    assert read_run(out)["shards"]["done"] == 2
+    # nothing temporary is left beside the tables
+    assert not storage.list_files(storage.join(out, "_staging"))
+    secret = storage_secret()
+    assert secret not in res.stdout + res.stderr
+    assert secret not in str(storage.read_json(storage.join(out, "run.json")))
+
+
+def storage_secret() -> str:
+    import os
+
+    return os.environ["AWS_SECRET_ACCESS_KEY"]
