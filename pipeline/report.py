@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pyarrow.compute as pc
+
 from pipeline import commit, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
@@ -49,6 +51,7 @@ def build_run_json(
             "failed": len(result.shards_failed),
         },
         "failed_shards": result.shards_failed,
+        "duplicate_doc_ids": duplicate_doc_ids(cfg.output_uri, rp),
         "rows": rows,
         "entities_by_label": labels,
         "documents_by_status": statuses,
@@ -60,6 +63,19 @@ def build_run_json(
             "tokens_per_s": round(result.tokens_processed / wall, 1),
         },
     }
+
+
+def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
+    """doc_ids that occur in more than one row of the documents table, within or across
+    shards. Both rows are kept (never merged); only counts and shard names are reported,
+    since ids can be identifiers such as record numbers."""
+    counts = storage.doc_id_counts(storage.join(output_uri, S.DOCUMENTS_DIR))
+    key_to_uri = {s.key: s.uri for s in rp.shards}
+    dup = counts.filter(pc.greater(counts.column("count"), 1))
+    shards = sorted({key_to_uri.get(k, k) for k in dup.column("key").to_pylist()})
+    n_ids = len(set(dup.column(S.DOC_ID).to_pylist()))
+    extra = int(pc.sum(dup.column("count")).as_py() or 0) - n_ids if n_ids else 0
+    return {"count": n_ids, "extra_rows": extra, "shards": shards}
 
 
 def summary_text(run: dict[str, Any], output_uri: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -140,3 +141,55 @@ def list_files(uri: str) -> list[str]:
         for p, info in found.items()
         if info.get("type") == "file" and p.rstrip("/") != path.rstrip("/")
     )
+
+
+def upload_folder(local_dir: str, uri: str) -> None:
+    """Copy every file under the local folder ``local_dir`` to the folder ``uri`` (local or
+    remote), keeping relative paths; files already there with other names stay."""
+    fs, path = filesystem(uri)
+    fs.makedirs(path, exist_ok=True)
+    fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
+
+
+def move(src_uri: str, dst_uri: str) -> None:
+    """Move a file or folder within one filesystem (a rename locally; copy then delete
+    on object stores)."""
+    fs, src = filesystem(src_uri)
+    _, dst = filesystem(dst_uri)
+    fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+    fs.mv(src, dst, recursive=True)
+
+
+def _empty_counts() -> pa.Table:
+    return pa.table(
+        {
+            "doc_id": pa.array([], pa.string()),
+            "key": pa.array([], pa.string()),
+            "count": pa.array([], pa.int64()),
+        }
+    )
+
+
+def doc_id_counts(documents_uri: str) -> pa.Table:
+    """For every doc_id of a documents table, how many rows it has and in which files:
+    columns ``doc_id``, ``key`` (file name without .parquet) and ``count`` where a doc_id
+    is counted once per file, so an id in two files shows as two rows with the total."""
+    fs, path = filesystem(documents_uri)
+    if not fs.exists(path):
+        return _empty_counts()
+    dataset = pads.dataset(path, format="parquet", filesystem=fs)
+    parts = []
+    for fragment in dataset.get_fragments():
+        ids = fragment.to_table(columns=["doc_id"]).column("doc_id")
+        parts.append(pa.table({"doc_id": ids, "file": pa.array([fragment.path] * len(ids))}))
+    if not parts:
+        return _empty_counts()
+    table = pa.concat_tables(parts)
+    table = table.filter(pc.is_valid(table.column("doc_id")))
+    keys = pc.replace_substring_regex(table.column("file"), r"^.*/|\.parquet$", "")
+    table = pa.table({"doc_id": table.column("doc_id"), "key": keys})
+    totals = (
+        table.group_by("doc_id").aggregate([("key", "count")]).rename_columns(["doc_id", "count"])
+    )
+    per_file = table.group_by(["doc_id", "key"]).aggregate([])
+    return per_file.join(totals, "doc_id")

@@ -90,6 +90,20 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     refused = run_job(*args[:-6], "--embed-model", str(other), "--max-length", "24")
     assert refused.returncode == 2
     assert "another configuration" in refused.stderr
+    # ... unless asked to overwrite: the new generation replaces the old one once complete
+    old_vectors = read_table(out, "documents").column("embedding").to_pylist()
+    replaced = run_job(
+        *args[:-6], "--embed-model", str(other), "--max-length", "24", "--mode", "overwrite"
+    )
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    run = read_run(out)
+    assert run["shards"]["done"] == 3 and run["config"]["output_uri"] == out
+    assert run["models"]["embed"]["local_dir"] == str(other)
+    new_docs = read_table(out, "documents")
+    assert new_docs.num_rows == len(docs)
+    assert new_docs.column("embedding").to_pylist() != old_vectors
+    assert not (root / "out" / "_next").exists()
+    assert run["duplicate_doc_ids"] == {"count": 0, "extra_rows": 0, "shards": []}
 
 
 def test_whole_input_problems_fail_fast_with_the_shard_and_column(corpus, tmp_path):

@@ -1,0 +1,138 @@
+"""Exactly-once bookkeeping on a local folder: shard keys, publishing, overwrite
+generations and their crash recovery, duplicate ids."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import commit, plan, storage
+from pipeline import schemas as S
+from pipeline.config import AnnotateConfig
+
+
+def test_shard_keys_derive_from_the_path_under_the_input():
+    assert commit.shard_key("s3://b/in/2024/p-1.parquet", "s3://b/in/") == "2024__p-1"
+    assert commit.shard_key("file:///data/in/x.parquet", "/data/in") == "x"
+    assert commit.shard_key("/data/one.parquet", "/data/one.parquet") == "one"
+    long = commit.shard_key("/in/" + "a" * 300 + ".parquet", "/in")
+    assert len(long) <= 120 and long != commit.shard_key("/in/" + "a" * 299 + ".parquet", "/in")
+
+
+def _stage(out, key, first, ids):
+    part = f"r{first:012d}-{first + len(ids) - 1:012d}.parquet"
+    docs = pa.table(
+        {
+            S.DOC_ID: ids,
+            S.N_CHARS: [1] * len(ids),
+            S.N_TOKENS: [1] * len(ids),
+            S.N_CHUNKS: pa.array([0] * len(ids), pa.int32()),
+            S.STATUS: ["ok"] * len(ids),
+            S.ERROR: pa.array([None] * len(ids), pa.string()),
+            S.EMBEDDING: pa.nulls(len(ids), pa.list_(pa.float32())),
+        }
+    )
+    storage.write_parquet_table(
+        storage.join(out, "_staging", key, S.DOCUMENTS_DIR, part), docs, S.document_schema(None)
+    )
+
+
+def test_publish_merges_parts_in_row_order_and_is_idempotent(tmp_path):
+    out = str(tmp_path / "out")
+    schemas = {S.DOCUMENTS_DIR: S.document_schema(None), S.ENTITIES_DIR: S.entity_schema()}
+    _stage(out, "k", 10, ["c", "d"])
+    _stage(out, "k", 0, ["a", "b"])
+    record = commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"})
+    table = pq.read_table(tmp_path / "out" / "documents" / "k.parquet")
+    assert table.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
+    assert record["rows"] == {"documents": 4, "entities": 0}
+    assert record["statuses"] == {"ok": 4}
+    assert commit.committed_keys(out) == {"k"}
+    assert not (tmp_path / "out" / "_staging" / "k").exists()
+    # an empty entities file is still written, so readers always find the schema
+    assert pq.read_table(tmp_path / "out" / "entities" / "k.parquet").num_rows == 0
+    # publishing the same shard again (a retried commit) overwrites, never duplicates
+    _stage(out, "k", 0, ["a", "b", "c", "d"])
+    commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"})
+    assert storage.read_parquet_table(storage.join(out, "documents")).num_rows == 4
+
+
+def _cfg(tmp_path, mode="resume"):
+    return AnnotateConfig(input_uri="/in", output_uri=str(tmp_path / "out"), mode=mode)
+
+
+def _fake_output(root, fp, marker):
+    """An output folder whose files all carry ``marker``."""
+    storage.write_json(storage.join(root, "_manifest.json"), {"fingerprint": fp})
+    storage.write_json(storage.join(root, "run.json"), {"marker": marker})
+    storage.write_parquet_table(
+        storage.join(root, "documents", "k.parquet"), pa.table({"x": [marker]})
+    )
+
+
+def test_resume_into_another_configuration_is_refused(tmp_path):
+    _fake_output(str(tmp_path / "out"), "old", "old")
+    with pytest.raises(plan.InputError, match="another configuration"):
+        plan.work_output(_cfg(tmp_path), "new")
+    assert plan.work_output(_cfg(tmp_path), "old") == str(tmp_path / "out")
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_promoted(tmp_path):
+    out = str(tmp_path / "out")
+    _fake_output(out, "old", "old")
+    work = plan.work_output(_cfg(tmp_path, "overwrite"), "new")
+    assert work == storage.join(out, "_next")
+    _fake_output(work, "new", "new")
+    # not promoted yet: readers still see the old, complete output
+    assert storage.read_json(storage.join(out, "run.json"))["marker"] == "old"
+    assert storage.read_parquet_table(storage.join(out, "documents")).column("x").to_pylist() == [
+        "old"
+    ]
+    commit.promote_next(out)
+    assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
+    assert storage.read_json(storage.join(out, "_manifest.json"))["fingerprint"] == "new"
+    assert storage.read_parquet_table(storage.join(out, "documents")).column("x").to_pylist() == [
+        "new"
+    ]
+    assert not storage.exists(storage.join(out, "_next"))
+
+
+def test_a_promotion_cut_short_is_finished_by_the_next_run(tmp_path):
+    out = str(tmp_path / "out")
+    _fake_output(out, "old", "old")
+    nxt = storage.join(out, "_next")
+    _fake_output(nxt, "new", "new")
+    storage.write_json(storage.join(nxt, commit.PROMOTING), {})
+    # crash after the old documents were replaced but before run.json moved
+    storage.remove(storage.join(out, "documents"), recursive=True)
+    storage.move(storage.join(nxt, "documents"), storage.join(out, "documents"))
+    # the next run (any mode) finishes the swap before deciding where to write
+    assert plan.work_output(_cfg(tmp_path), "new") == out
+    assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
+    assert not storage.exists(nxt)
+
+
+def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path):
+    out = str(tmp_path / "out")
+    _fake_output(out, "old", "old")
+    _fake_output(storage.join(out, "_next"), "abandoned", "x")
+    cfg = dataclasses.replace(_cfg(tmp_path), mode="overwrite")
+    work = plan.work_output(cfg, "new")
+    assert not storage.exists(storage.join(work, "run.json"))
+
+
+def test_duplicate_ids_are_counted_within_and_across_files(tmp_path):
+    d = tmp_path / "documents"
+    d.mkdir()
+    pq.write_table(pa.table({"doc_id": ["a", "b", "a", None]}), d / "k1.parquet")
+    pq.write_table(pa.table({"doc_id": ["c", "b"]}), d / "k2.parquet")
+    rows = storage.doc_id_counts(str(d)).sort_by([("doc_id", "ascending"), ("key", "ascending")])
+    assert rows.to_pylist() == [
+        {"doc_id": "a", "key": "k1", "count": 2},
+        {"doc_id": "b", "key": "k1", "count": 2},
+        {"doc_id": "b", "key": "k2", "count": 2},
+        {"doc_id": "c", "key": "k2", "count": 1},
+    ]
