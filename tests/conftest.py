@@ -54,3 +54,15 @@ def s3_env(
     test_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     yield f"s3://{s3_server.bucket}/{test_name}-{uuid.uuid4().hex[:8]}"
     _clear_s3fs_instances()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU-only tests run where CUDA is available and are skipped elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

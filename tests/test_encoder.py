@@ -1,0 +1,87 @@
+"""The inference runtime's device path, checked on CPU, and on a GPU where there is one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_stages import docs, model_dirs, run_ner, sentence  # noqa: F401  (fixture)
+
+from pipeline.stages.embed import EmbedStage
+from pipeline.stages.encoder import WindowPlan, resolve_dtype
+from pipeline.stages.ner import NerStage
+from pipeline.stages.tokenize import Tokenize
+
+
+def test_auto_dtype_is_fp32_on_cpu_and_bf16_on_gpu():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+
+
+def test_window_plan_lists_every_window_of_every_document():
+    plan = WindowPlan.build([0, 5, 23], window=10, stride=4)
+    # 23 tokens, step 10 - 4 = 6: windows at 0, 6, 12, and one aligned to end at 13
+    assert plan.doc.tolist() == [1, 2, 2, 2, 2]
+    assert plan.start.tolist() == [0, 0, 6, 12, 13]
+    assert plan.length.tolist() == [5, 10, 10, 10, 10]
+    assert plan.of_doc(0).tolist() == [] and plan.of_doc(2).tolist() == [1, 2, 3, 4]
+
+
+def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811
+    stage = NerStage(model_dirs["random"], 32, 8, "first", "float32", 512)
+    logits = torch.randn(3, 7, 5)
+    out = stage._reduce(logits, torch.ones(3, 7))
+    assert [o.shape for o in out] == [(3, 7), (3, 7)]
+    assert out[0].dtype == np.int32 and out[1].dtype == np.float32
+    np.testing.assert_array_equal(out[0], logits.argmax(-1).numpy())
+    avg = NerStage(model_dirs["random"], 32, 8, "average", "float32", 512)
+    assert avg._reduce(logits, torch.ones(3, 7))[2].shape == (3, 7, 5)  # needed for average
+
+
+def test_embedding_reduce_returns_one_pooled_vector_per_window(model_dirs):  # noqa: F811
+    stage = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "float32", 512)
+    hidden = torch.randn(4, 9, 32)
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    (vecs,) = stage._reduce(hidden, mask)
+    assert vecs.shape == (4, 32)
+    np.testing.assert_allclose(vecs[1], hidden[1, :5].mean(0).numpy(), rtol=1e-5)
+
+
+def test_bf16_autocast_keeps_the_oracle_entities(model_dirs):  # noqa: F811
+    import random
+
+    rng = random.Random(3)
+    texts = [sentence(rng, 30) for _ in range(8)]
+    fp32 = run_ner(model_dirs["oracle"], texts, max_length=16, stride=4)
+    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    stage = NerStage(model_dirs["oracle"], 16, 4, "first", "bfloat16", 512)
+    assert stage.encoder.dtype == torch.bfloat16
+    from pipeline.stages.write import entity_rows
+
+    bf16 = entity_rows(stage(batch)).to_pylist()
+    key = lambda r: (r["doc_id"], r["start"], r["end"], r["label"])  # noqa: E731
+    assert sorted(map(key, bf16)) == sorted(map(key, fp32))
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(model_dirs):  # noqa: F811
+    import random
+
+    rng = random.Random(5)
+    texts = [sentence(rng, rng.randint(5, 80)) for _ in range(32)]
+    batch = Tokenize("embed", model_dirs["encoder"])(docs(texts))
+    gpu = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "float32", 512)
+    assert gpu.encoder.device.type == "cuda" and gpu.encoder.multiple_of == 8
+    assert next(gpu.model.parameters()).is_cuda
+    gpu_vecs = np.array(gpu(batch).column("_doc_embedding").to_pylist())
+    gpu.encoder.device = torch.device("cpu")
+    gpu.model.to("cpu")
+    gpu.encoder.model = gpu.model
+    cpu_vecs = np.array(gpu(batch).column("_doc_embedding").to_pylist())
+    assert ((gpu_vecs * cpu_vecs).sum(1)).min() > 0.9999
+    bf16 = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "auto", 512)
+    assert bf16.encoder.dtype == torch.bfloat16
+    bf_vecs = np.array(bf16(batch).column("_doc_embedding").to_pylist())
+    assert ((bf_vecs * cpu_vecs).sum(1)).min() > 0.99
