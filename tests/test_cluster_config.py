@@ -30,17 +30,6 @@ RAYJOB_YAML = ROOT / "deploy" / "kuberay-rayjob.yaml"
 
 # The flags and choices of `python -m jobs.annotate`, from the job's CLI contract.
 # Replace with the parser's own options once jobs/annotate.py exists.
-ANNOTATE_FLAGS = frozenset(
-    "--input --output --ner-model --embed-model --config --id-column --text-column"
-    " --max-length --stride --aggregation --batch-tokens --num-actors --dtype --mode".split()
-)
-FLAG_CHOICES = {
-    "--aggregation": ("first", "average", "max", "simple"),
-    "--dtype": ("auto", "float32", "bfloat16", "float16"),
-    "--mode": ("resume", "overwrite"),
-}
-INT_FLAGS = frozenset({"--max-length", "--stride", "--batch-tokens", "--num-actors"})
-
 # AWS spec sheet (vCPUs, NVIDIA GPUs) for the instance types we expect to use.
 EC2_SPECS = {"g5.xlarge": (4, 1), "g6.xlarge": (4, 1)}
 
@@ -269,27 +258,18 @@ def _entrypoint_args(rayjob: dict[str, Any]) -> list[str]:
 
 
 def test_entrypoint_flags_follow_the_job_contract(rayjob: dict[str, Any]) -> None:
-    args = _entrypoint_args(rayjob)
-    values: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        flag, _, inline = args[i].partition("=")
-        assert flag in ANNOTATE_FLAGS, f"unknown flag {flag}"
-        if inline:
-            values[flag], i = inline, i + 1
-        else:
-            assert i + 1 < len(args) and not args[i + 1].startswith("--"), f"{flag} has no value"
-            values[flag], i = args[i + 1], i + 2
-    assert {"--input", "--output"} <= values.keys()
-    for flag, choices in FLAG_CHOICES.items():
-        if flag in values:
-            assert values[flag] in choices, f"{flag}={values[flag]}"
-    for flag in INT_FLAGS & values.keys():
-        assert int(values[flag]) > 0, flag
-    if "--num-actors" in values:  # one GPU per actor: more would wait forever
+    """The manifest's entrypoint parses with the job's own argument parser."""
+    from jobs.annotate import build_parser
+
+    args = build_parser().parse_args(_entrypoint_args(rayjob))  # exits on unknown flags
+    assert args.input and args.output
+    for name in ("max_length", "stride", "batch_tokens", "num_actors"):
+        value = getattr(args, name)
+        assert value is None or value >= 0, name
+    if args.num_actors:  # one GPU per actor: more would wait forever
         max_gpus = sum(
             g["maxReplicas"]
             * sum(int(c["resources"]["limits"]["nvidia.com/gpu"]) for c in _containers(g))
             for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
         )
-        assert int(values["--num-actors"]) <= max_gpus
+        assert args.num_actors <= max_gpus
