@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
-from pipeline.config import DEFAULT_MAX_WINDOW
+from pipeline import families, storage
+from pipeline.config import POOLINGS
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
-# Families whose position tables are meant to be used beyond 512 tokens.
-LONG_CONTEXT_TYPES = {"longformer", "big_bird", "modernbert", "nomic_bert"}
-# Families whose position ids start after the padding index (RoBERTa: 514 → 512).
-OFFSET_POSITION_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "bertweet"}
+PROVENANCE = "_provenance.json"  # written by pull_model next to a pinned copy
 
 
 def default_cache_dir() -> Path:
@@ -31,8 +28,9 @@ def resolve_model_dir(source: str, cache_dir: Path | None = None) -> Path:
     """A local folder holding the model named by ``source``.
 
     Local folders are used as they are; an ``s3://`` (or other fsspec) prefix is
-    copied once into the node's cache (keyed by the URI); anything else is taken
-    as a hub id and fetched through ``huggingface_hub`` where the hub is reachable.
+    copied once into the node's cache (keyed by the URI and its ``_provenance.json``);
+    anything else is taken as a hub id and fetched through ``huggingface_hub`` where the
+    hub is reachable.
     """
     local = Path(source.removeprefix("file://")).expanduser()
     if local.is_dir():
@@ -49,13 +47,17 @@ def resolve_model_dir(source: str, cache_dir: Path | None = None) -> Path:
 
 
 def _download_prefix(uri: str, cache_dir: Path) -> Path:
-    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-    dest = cache_dir / "models" / key
-    if (dest / ".complete").exists():
-        return dest
     fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         raise FileNotFoundError(f"model prefix not found: {uri}")
+    # A pinned copy's provenance joins the key, so a prefix re-pulled with another
+    # model never answers from a node's stale cache.
+    marker = storage.join(uri, PROVENANCE)
+    pinned = json.dumps(storage.read_json(marker), sort_keys=True) if fs.exists(marker) else ""
+    key = hashlib.sha256((uri.rstrip("/") + "\n" + pinned).encode()).hexdigest()[:16]
+    dest = cache_dir / "models" / key
+    if (dest / ".complete").exists():
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Download into a private folder, then rename: concurrent actors on one node
     # never see a half-copied model.
@@ -70,12 +72,26 @@ def _download_prefix(uri: str, cache_dir: Path) -> Path:
     return dest
 
 
+def model_files(model_dir: Path) -> dict[str, Path]:
+    """The model's files by relative POSIX path, in path order: hidden files and folders
+    (caches, ``.complete``) and ``_provenance.json`` left out."""
+    out = {}
+    for p in sorted(model_dir.rglob("*")):
+        rel = p.relative_to(model_dir)
+        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() == PROVENANCE:
+            continue
+        if p.is_file():
+            out[rel.as_posix()] = p
+    return out
+
+
 def weights_hash(model_dir: Path) -> str:
     """sha256 over the weight files' names and bytes, in name order."""
     digest = hashlib.sha256()
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    for p in files:
-        digest.update(str(p.relative_to(model_dir)).encode())
+    for rel, p in model_files(model_dir).items():
+        if p.suffix not in WEIGHT_SUFFIXES:
+            continue
+        digest.update(rel.encode())
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -101,18 +117,34 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 def default_max_length(config: dict[str, Any]) -> int:
     """Tokens per window (special tokens included) from the model config, never from
-    the tokenizer's ``model_max_length`` (1e30 for several biomedical checkpoints)."""
-    model_type = config.get("model_type", "")
-    positions = config.get("max_position_embeddings") or DEFAULT_MAX_WINDOW
-    if model_type in OFFSET_POSITION_TYPES:
-        positions -= (config.get("pad_token_id") or 1) + 1
-    if model_type in LONG_CONTEXT_TYPES:
-        return int(positions)
-    return int(min(positions, DEFAULT_MAX_WINDOW))
+    the tokenizer's ``model_max_length`` (1e30 for several biomedical checkpoints);
+    the per-family rule is :func:`pipeline.families.window_length`."""
+    return families.window_length(config)
+
+
+def declared_max_length(model_dir: Path) -> int | None:
+    """The ``max_seq_length`` (tokens) a sentence-transformers folder declares, if any."""
+    cfg = model_dir / "sentence_bert_config.json"
+    if cfg.exists():
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
+# sentence-transformers' pooling flags, in its own order of precedence.
+ST_POOLING_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
 
 
 def declared_pooling(model_dir: Path) -> str | None:
-    """The pooling a sentence-transformers folder declares in ``1_Pooling/config.json``."""
+    """The pooling a sentence-transformers folder declares in its Pooling module's
+    ``config.json`` (``cls``, ``mean``, or another mode's name; several joined by ``+``)."""
     modules = model_dir / "modules.json"
     pooling_dirs = []
     if modules.exists():
@@ -124,21 +156,44 @@ def declared_pooling(model_dir: Path) -> str | None:
         cfg = d / "config.json"
         if cfg.exists():
             data = json.loads(cfg.read_text())
-            if data.get("pooling_mode_cls_token"):
-                return "cls"
-            if data.get("pooling_mode_mean_tokens"):
-                return "mean"
+            if data.get("pooling_mode"):  # newer sentence-transformers write one name
+                return str(data["pooling_mode"])
+            modes = [name for key, name in ST_POOLING_MODES.items() if data.get(key)]
+            return "+".join(modes) or None
     return None
 
 
+def names_sapbert(model_dir: Path, source: str) -> bool:
+    """Whether the model is a SapBERT checkpoint: its source, folder, pulled-from source
+    (``_provenance.json``) or ``config.json`` ``_name_or_path`` says SapBERT."""
+    names = [source, str(model_dir)]
+    for meta, key in ((PROVENANCE, "source"), ("config.json", "_name_or_path")):
+        if (model_dir / meta).exists():
+            names.append(str(json.loads((model_dir / meta).read_text()).get(key) or ""))
+    return any("sapbert" in n.lower() for n in names)
+
+
 def default_pooling(model_dir: Path, source: str) -> str:
-    """Declared pooling, else ``cls`` for SapBERT-style entity-name encoders, else mean."""
+    """Declared pooling, else ``cls`` for SapBERT (entity-name encoders trained on the
+    [CLS] vector), else mean. Raises ``ValueError`` for a declared mode not computed here."""
     declared = declared_pooling(model_dir)
     if declared:
+        if declared not in POOLINGS:
+            raise ValueError(
+                f"model {source} declares {declared!r} pooling, which this job does not "
+                f"compute; pass --pooling with one of {', '.join(POOLINGS)}"
+            )
         return declared
-    if "sapbert" in source.lower() or "sapbert" in str(model_dir).lower():
-        return "cls"
-    return "mean"
+    return "cls" if names_sapbert(model_dir, source) else "mean"
+
+
+def model_revision(model_dir: Path) -> str | None:
+    """The revision a model folder was pinned at: from ``_provenance.json`` (a pulled
+    copy), else the commit a hub cache snapshot folder is named by, else None."""
+    prov = model_dir / PROVENANCE
+    if prov.exists():
+        return json.loads(prov.read_text()).get("revision")
+    return model_dir.name if "snapshots" in model_dir.parts else None
 
 
 @dataclass(frozen=True)
