@@ -143,7 +143,14 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
     if not specs:
         raise InputError("no model given: pass --ner-model and/or --embed-model")
-    infos = {role: resolve_model(spec) for role, spec in specs.items()}
+    infos = {}
+    for role, spec in specs.items():
+        try:
+            infos[role] = resolve_model(spec)
+        except (ValueError, OSError) as exc:  # unreadable folder, unsupported pooling, ...
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{role} model {spec.source}: {exc}") from exc
     stride = {}
     for role, info in infos.items():
         n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
