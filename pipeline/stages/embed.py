@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline import models
 from pipeline import schemas as S
 from pipeline.pooling import document_vector, l2_normalize
 from pipeline.stages.encoder import Encoder, WindowPlan
-from pipeline.stages.tokenize import column_arrays, special_tokens
+from pipeline.stages.tokenize import column_arrays
 from pipeline.windows import window_char_spans
 
 ROLE = "embed"
@@ -44,17 +41,15 @@ class EmbedStage:
         allow_pickle: bool = False,
         threads: int | None = None,
     ) -> None:
-        path = Path(model_dir)
-        tokenizer = models.load_tokenizer(path, trust_remote_code)
-        model = models.load_model(path, "embed", trust_remote_code, allow_pickle)
-        self.dim = int(model.config.hidden_size)
+        self.encoder = Encoder.load(
+            model_dir, "embed", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
+            threads,
+        )  # fmt: skip
+        self.model = self.encoder.model
+        self.dim = int(self.model.config.hidden_size)
         self.pooling = pooling
         self.normalize = normalize
         self.stride = stride
-        prefix, suffix = special_tokens(tokenizer)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.encoder = Encoder(model, prefix, suffix, pad, max_length, dtype, batch_tokens, threads)
-        self.model = self.encoder.model
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,6 +96,30 @@ class Encoder:
         self.multiple_of = math.lcm(base, pad_multiple)
         self.padded_tokens = 0  # token positions computed, padding included
         self.real_tokens = 0
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str,
+        task: str,
+        max_length: int,
+        dtype: str,
+        batch_tokens: int,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        threads: int | None = None,
+    ) -> Encoder:
+        """Load the tokenizer's special tokens and the model for ``task`` ("ner" or
+        "embed") from a local folder, once per actor."""
+        from pipeline import models
+        from pipeline.stages.tokenize import special_tokens
+
+        path = Path(model_dir)
+        tokenizer = models.load_tokenizer(path, trust_remote_code)
+        model = models.load_model(path, task, trust_remote_code, allow_pickle)
+        prefix, suffix = special_tokens(tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(model, prefix, suffix, pad, max_length, dtype, batch_tokens, threads)
 
     def passes(
         self, doc_ids: list[np.ndarray], plan: WindowPlan

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline import models
 from pipeline import schemas as S
 from pipeline.spans import LabelScheme, Spans, decode_spans
 from pipeline.stages.encoder import Encoder, WindowPlan
-from pipeline.stages.tokenize import column_arrays, special_tokens
+from pipeline.stages.tokenize import column_arrays
 from pipeline.windows import window_owner
 
 ROLE = "ner"
@@ -38,20 +35,16 @@ class NerStage:
         allow_pickle: bool = False,
         threads: int | None = None,
     ) -> None:
-        path = Path(model_dir)
-        tokenizer = models.load_tokenizer(path, trust_remote_code)
-        self.model = models.load_model(path, "ner", trust_remote_code, allow_pickle)
+        self.encoder = Encoder.load(
+            model_dir, "ner", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
+            threads,
+        )  # fmt: skip
+        self.model = self.encoder.model
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         self.scheme = LabelScheme.from_id2label(self.id2label)
         self.aggregation = aggregation
         self.stride = stride
-        prefix, suffix = special_tokens(tokenizer)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.encoder = Encoder(
-            self.model, prefix, suffix, pad, max_length, dtype, batch_tokens, threads
-        )
-        self.model = self.encoder.model
-        self.n_prefix = len(prefix)
+        self.n_prefix = len(self.encoder.prefix)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).logits
