@@ -1,0 +1,264 @@
+"""The benchmark run end to end: contenders in order, agreement checks, the issue's
+targets, and the machine it ran on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import bench_contenders as C
+from pipeline import benchmark as B
+
+# Dense bf16 peak of the GPUs the issue names, FLOP/s (H200 is the same GH100 chip).
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    docs_uri: str
+    model_dir: str  # the encoder; NER adds a seeded random head to it
+    workdir: Path
+    settings: B.BenchSettings = field(default_factory=B.BenchSettings)
+    ner_model_dir: str | None = None
+    limit: int | None = None
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    baseline_dtype: str = "float32"  # transformers and sentence-transformers
+    skip_ray: bool = False
+    gpu_model: str | None = None  # "bert-base" | "minilm-l6": random weights, model_dir's tokenizer
+
+
+def run_suite(req: BenchRequest) -> dict[str, Any]:
+    """Every row, one after the other in this process, then the checks and targets."""
+    s, started = req.settings, machine_info()
+    embed_dir = req.model_dir
+    if req.gpu_model:
+        embed_dir = B.build_random_bert(req.model_dir, req.workdir / req.gpu_model, req.gpu_model)
+    ner_dir = req.ner_model_dir or B.build_ner_model(embed_dir, req.workdir / "ner-model")
+    corpus = B.prepare_corpus(B.load_documents(req.docs_uri, req.limit), embed_dir, s)
+    rows: list[dict[str, Any]] = []
+    hf, hf_entities = C.hf_pipeline_row(corpus, ner_dir, s, req.baseline_dtype)
+    st, st_vectors = C.st_row(corpus, embed_dir, s, req.baseline_dtype)
+    rows += [hf, st]
+    gc.collect()
+    entities, vectors = {}, {}
+    for dtype in req.dtypes:
+        r, entities[dtype] = C.stage_row("ner", corpus, ner_dir, s, dtype)
+        rows.append(r)
+        gc.collect()
+    for dtype in req.dtypes:
+        r, vectors[dtype] = C.stage_row("embed", corpus, embed_dir, s, dtype)
+        rows.append(r)
+        gc.collect()
+    base = req.baseline_dtype if req.baseline_dtype in req.dtypes else req.dtypes[0]
+    ner_row, embed_row = _find(rows, "NER stage", base), _find(rows, "embedding stage", base)
+    both = B.Clock(ner_row["wall_s"] + embed_row["wall_s"], ner_row["cpu_s"] + embed_row["cpu_s"])
+    rows.append(B.row("ours in process: NER + embedding (sum)", base, corpus, both, None))
+    single = corpus.single_window_docs()
+    single_windows = np.flatnonzero(np.isin(corpus.windows.doc, single))
+    checks: dict[str, Any] = {
+        "ner_vs_pipeline": _by_windows(entities[base], hf_entities, set(single.tolist())),
+        "embed_vs_sentence_transformers": {
+            "single_window_docs": B.cosine_agreement(vectors[base], st_vectors, single_windows),
+            "all_windows": B.cosine_agreement(
+                vectors[base], st_vectors, np.arange(len(st_vectors))
+            ),
+        },
+        "tokens_counted_alike": all(r.get("tokens_match", True) for r in rows),
+    }
+    for dtype in req.dtypes:
+        if dtype != base:
+            checks[f"ner_{dtype}_vs_{base}"] = B.entity_agreement(entities[dtype], entities[base])
+            checks[f"embed_{dtype}_vs_{base}"] = B.cosine_agreement(
+                vectors[dtype], vectors[base], np.arange(len(vectors[base]))
+            )
+    if not req.skip_ray:
+        from pipeline.bench_ray import ray_row
+
+        (req.workdir / "ray").mkdir(parents=True, exist_ok=True)
+        try:
+            r, ray_entities, ray_vectors = ray_row(
+                corpus, ner_dir, embed_dir, s, base, req.workdir / "ray"
+            )
+        except RuntimeError as exc:  # the other rows still stand; the failure is reported
+            checks["ray_error"] = str(exc)[-2000:]
+        else:
+            rows.append(r)
+            checks["ray_vs_in_process"] = {
+                "entities": B.entity_agreement(ray_entities, entities[base]),
+                "vectors": B.cosine_agreement(
+                    ray_vectors, vectors[base], np.arange(len(ray_vectors))
+                ),
+            }
+    _add_ratios(rows)
+    _add_mfu(rows)
+    return {
+        "machine": started,
+        "load_average_after": _load(),
+        "settings": asdict(s),
+        "corpus": {
+            "uri": req.docs_uri,
+            "limit": req.limit,
+            "docs": corpus.docs.num_rows,
+            "window_tokens": corpus.window_tokens,
+            "windows": len(corpus.windows.doc),
+            "single_window_docs": len(single),
+            "encoder": embed_dir,
+            "ner_head": "given" if req.ner_model_dir else "random, seed 0",
+        },
+        "rows": rows,
+        "checks": checks,
+        "targets": targets(rows, checks, corpus.docs.num_rows, req.baseline_dtype),
+    }
+
+
+def _find(rows: list[dict[str, Any]], name: str, dtype: str) -> dict[str, Any]:
+    return next(r for r in rows if name in r["row"] and r["dtype"] == dtype)
+
+
+def _by_windows(ours: set, ref: set, single: set[int]) -> dict[str, Any]:
+    """Entity agreement over all documents, and apart for documents that fit one window
+    (where the pipeline and the job must agree exactly) and those that do not (where
+    they stitch overlapping windows differently)."""
+    pick = lambda xs, keep: {e for e in xs if (e[0] in single) == keep}  # noqa: E731
+    return {
+        "all_docs": B.entity_agreement(ours, ref),
+        "single_window_docs": B.entity_agreement(pick(ours, True), pick(ref, True)),
+        "multi_window_docs": B.entity_agreement(pick(ours, False), pick(ref, False)),
+    }
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    first = rows[0]["tokens_per_s"]
+    refs = {"NER stage": rows[0], "embedding stage": rows[1]}
+    in_process = next((r for r in rows if r["row"].startswith("ours in process")), None)
+    for r in rows:
+        r["x_row1"] = round(r["tokens_per_s"] / first, 3)
+        ref = next((v for k, v in refs.items() if k in r["row"]), None)
+        if r["row"].startswith("jobs.annotate"):
+            ref = in_process
+        if ref is not None:
+            r["x_reference"] = round(r["tokens_per_s"] / ref["tokens_per_s"], 3)
+            r["x_reference_cpu"] = round(r["tokens_per_cpu_s"] / ref["tokens_per_cpu_s"], 3)
+            r["reference"] = ref["row"]
+
+
+def _add_mfu(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if "model_flop_per_s" not in r:
+            continue
+        peak = next((v for k, v in PEAK_BF16.items() if k in r.get("gpu", "")), None)
+        if peak and r["dtype"] == "bfloat16":
+            r["mfu"] = round(r["model_flop_per_s"] / peak, 4)
+
+
+def targets(
+    rows: list[dict[str, Any]], checks: dict[str, Any], n_docs: int, baseline_dtype: str
+) -> list[dict]:
+    """The issue's targets, each with what was measured and whether it was met. Speed
+    ratios compare rows of the baselines' precision (fp32 on CPU, as the issue sets
+    them); the bf16 NER target applies when the baselines ran in fp32."""
+    out = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    base = baseline_dtype
+    ner = {r["dtype"]: r for r in rows if "NER stage" in r["row"]}
+    emb = {r["dtype"]: r for r in rows if "embedding stage" in r["row"]}
+    nc = checks["ner_vs_pipeline"]
+    if base in ner:
+        x, same = ner[base]["x_reference"], nc["single_window_docs"]["identical"]
+        add(
+            f"NER {base} >= 4x the transformers pipeline ({base}), identical entities",
+            f"{x:.2f}x (CPU-time {ner[base]['x_reference_cpu']:.2f}x); entities identical on "
+            f"one-window docs: {same}; all docs agreement {nc['all_docs']['agreement']:.4f}",
+            x >= 4 and same,
+        )
+    if base == "float32" and "bfloat16" in ner:
+        x = ner["bfloat16"]["x_reference"]
+        agree = checks["ner_bfloat16_vs_float32"]["agreement"]
+        add(
+            "NER bf16 >= 6x the pipeline (fp32), >= 99% of entities agree with fp32",
+            f"{x:.2f}x (CPU-time {ner['bfloat16']['x_reference_cpu']:.2f}x); agreement {agree:.4f}",
+            x >= 6 and agree >= 0.99,
+        )
+    if base in emb:
+        x = emb[base]["x_reference"]
+        cos = checks["embed_vs_sentence_transformers"]["single_window_docs"]["min"]
+        add(
+            f"Embedding {base} >= 1.5x sentence-transformers ({base}), cosine >= 0.999",
+            f"{x:.2f}x (CPU-time {emb[base]['x_reference_cpu']:.2f}x); min cosine {cos}",
+            x >= 1.5 and cos is not None and cos >= 0.999,
+        )
+    ray = next((r for r in rows if r["row"].startswith("jobs.annotate")), None)
+    if ray is not None:
+        add(
+            "Ray job >= 75% of in-process tokens/s on >= 5,000 docs, start-up included",
+            f"{ray['x_reference']:.2f} of in process on {n_docs} docs "
+            f"(CPU-time {ray['x_reference_cpu']:.2f})",
+            (ray["x_reference"] >= 0.75) if n_docs >= 5000 else None,
+        )
+    pads = [r["padding"] for r in rows if r["row"].startswith("ours:")]
+    add(
+        "Padding <= 5% of tokens computed",
+        f"max {max(pads):.1%} over our stage rows",
+        max(pads) <= 0.05,
+    )
+    for r in rows:
+        if r.get("mfu") is not None:
+            add(
+                f">= 1.5M real tokens/s per GPU in the actor code ({r['row']}, {r['gpu']})",
+                f"{r['stage_tokens_per_s'] / 1e6:.2f}M tokens/s (stage alone), MFU {r['mfu']:.1%}",
+                r["stage_tokens_per_s"] >= 1.5e6,
+            )
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, ISA flags that matter, GPU,
+    library versions, load average and the date (UTC)."""
+    cpu, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = found.group(1).strip() if found else cpu
+        line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(line.group(1).split()) if line else set()
+    except OSError:
+        pass
+    import torch
+
+    info: dict[str, Any] = {
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_flags": sorted(
+            f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+        ),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average": _load(),
+        "python": platform.python_version(),
+    }
+    for pkg in ("torch", "transformers", "sentence-transformers", "ray", "tokenizers"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    return info
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 1) for x in os.getloadavg()]
+    except OSError:
+        return None
