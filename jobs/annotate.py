@@ -240,11 +240,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline import graph
 
-    ray.init()  # joins the cluster under `ray job submit`, else starts a local one
+    if not ray.is_initialized():
+        ray.init()  # joins the cluster under `ray job submit`, else starts a local one
     result = graph.run(rp, cfg, sched)
-    run = report.build_run_json(cfg, sched, rp, result)
-    run["config"]["output_uri"] = final_output
-    storage.write_json(storage.join(work, S.RUN_JSON), run)
+    try:
+        run = report.build_run_json(cfg, sched, rp, result)  # reads the tables back
+        run["config"]["output_uri"] = final_output
+        storage.write_json(storage.join(work, S.RUN_JSON), run)
+    except OSError as exc:  # storage down past its retries; committed shards are kept
+        print(
+            f"error: could not write {S.RUN_JSON} under {work} ({type(exc).__name__}); "
+            f"{len(result.shards_done)} shards were committed; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 1
     if work != final_output and not result.shards_failed:
         commit.promote_next(final_output)  # the old output is replaced only now
     elif work != final_output:

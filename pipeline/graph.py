@@ -135,13 +135,25 @@ def build_dataset(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> ray.da
     )
 
 
+def _describe(exc: BaseException) -> str:
+    """The innermost cause's type and first line, without Ray's tracebacks."""
+    for _ in range(20):  # Ray wraps task errors; Ray Data wraps those again
+        inner = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
 def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     """Process every shard still to do, publishing each as soon as all its rows are staged."""
     t0 = time.monotonic()
     result = RunResult(shards_skipped=[s.uri for s in rp.skipped])
     result.shards_failed.update(rp.failed)
     schemas = rp.output_schemas()
-    publish = ray.remote(num_cpus=0, max_retries=3)(commit.publish_shard)
+    # Publishing only copies staged files, so retrying it after any error is safe.
+    publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(commit.publish_shard)
     meta = {"fingerprint": rp.fingerprint}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
@@ -151,28 +163,39 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     for uri, n in expected.items():
         if n == 0:
             pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta)] = uri
+    stopped = ""
     if any(n > 0 for n in expected.values()):
         ds = build_dataset(rp, cfg, sched)
-        for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in out.to_pylist():
-                shard = row[S.SHARD]
-                if row["part"] not in staged[shard]:
-                    result.docs_processed += row["n_docs"]
-                    result.tokens_processed += row["n_tokens"]
-                staged[shard][row["part"]] = row["n_docs"]
-                if sum(staged[shard].values()) == expected[shard]:
-                    ref = publish.remote(cfg.output_uri, keys[shard], shard, schemas, meta)
-                    pending[ref] = shard
+        try:
+            for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for row in out.to_pylist():
+                    shard = row[S.SHARD]
+                    if row["part"] not in staged[shard]:
+                        result.docs_processed += row["n_docs"]
+                        result.tokens_processed += row["n_tokens"]
+                    staged[shard][row["part"]] = row["n_docs"]
+                    if sum(staged[shard].values()) == expected[shard]:
+                        ref = publish.remote(cfg.output_uri, keys[shard], shard, schemas, meta)
+                        pending[ref] = shard
+        except Exception as exc:  # e.g. storage down past its retries: keep what is staged
+            stopped = f"the run stopped: {_describe(exc)}"
+            log.error("%s; shards already staged are still published", stopped)
     for ref, shard in pending.items():
-        record = ray.get(ref)
+        try:
+            record = ray.get(ref)
+        except Exception as exc:  # this shard stays uncommitted; a rerun redoes it
+            result.shards_failed[shard] = f"publish failed: {_describe(exc)}"
+            continue
         result.records.append(record)
         result.shards_done.append(shard)
         log.info("committed shard %s (%s)", record["key"], record["rows"])
     for s in rp.todo:
-        if s.uri not in result.shards_done:
+        if s.uri not in result.shards_done and s.uri not in result.shards_failed:
             got = sum(staged[s.uri].values())
-            reason = plan.read_failure(cfg.output_uri, s.key) or (
-                f"incomplete: {got} of {s.n_rows} rows were processed"
+            reason = (
+                plan.read_failure(cfg.output_uri, s.key)
+                or stopped
+                or (f"incomplete: {got} of {s.n_rows} rows were processed")
             )
             result.shards_failed[s.uri] = reason
     if not result.shards_failed:

@@ -55,9 +55,11 @@ class RunPlan:
         return out
 
 
-def resolve_model(spec: ModelSpec) -> ModelInfo:
+def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
     """Find the model's folder (downloading an s3:// copy once) and read its defaults."""
     local = models.resolve_model_dir(spec.source)
+    # refuse a pickle-only checkpoint here, before Ray starts, not in every actor
+    models.check_safetensors(local, allow_pickle)
     cfg = models.read_config(local)
     max_length = spec.max_length or models.default_max_length(cfg)
     labels = None
@@ -146,7 +148,7 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     infos = {}
     for role, spec in specs.items():
         try:
-            infos[role] = resolve_model(spec)
+            infos[role] = resolve_model(spec, cfg.allow_pickle)
         except (ValueError, OSError) as exc:  # unreadable folder, unsupported pooling, ...
             if isinstance(exc, InputError):
                 raise

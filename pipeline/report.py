@@ -73,8 +73,10 @@ def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
     key_to_uri = {s.key: s.uri for s in rp.shards}
     dup = counts.filter(pc.greater(counts.column("count"), 1))
     shards = sorted({key_to_uri.get(k, k) for k in dup.column("key").to_pylist()})
-    n_ids = len(set(dup.column(S.DOC_ID).to_pylist()))
-    extra = int(pc.sum(dup.column("count")).as_py() or 0) - n_ids if n_ids else 0
+    # one row per (id, file) carrying the id's total: count each id's total once
+    totals = dict(zip(dup.column(S.DOC_ID).to_pylist(), dup.column("count").to_pylist()))
+    n_ids = len(totals)
+    extra = sum(totals.values()) - n_ids
     return {"count": n_ids, "extra_rows": extra, "shards": shards}
 
 

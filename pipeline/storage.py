@@ -19,12 +19,20 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+# botocore's "standard" retries back off exponentially (with jitter, capped at 20 s a
+# wait): 10 attempts ride out an object store that is down or restarting for tens of
+# seconds, where the default (3 legacy attempts) fails within one or two.
+S3_OPTIONS: dict[str, Any] = {
+    "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}, "connect_timeout": 10}
+}
+
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``uri`` and the path inside it (no protocol)."""
     # No listing cache: other processes (Ray workers) write into the folders this one
     # lists, and s3fs would otherwise answer ls/exists from a listing taken before.
-    fs, path = url_to_fs(uri, use_listings_cache=False)
+    extra = S3_OPTIONS if uri.startswith(("s3://", "s3a://")) else {}
+    fs, path = url_to_fs(uri, use_listings_cache=False, **extra)
     return fs, path.rstrip("/") if path not in ("/", "") else path
 
 
@@ -181,7 +189,9 @@ def doc_id_counts(documents_uri: str) -> pa.Table:
     parts = []
     for fragment in dataset.get_fragments():
         ids = fragment.to_table(columns=["doc_id"]).column("doc_id")
-        parts.append(pa.table({"doc_id": ids, "file": pa.array([fragment.path] * len(ids))}))
+        parts.append(
+            pa.table({"doc_id": ids, "file": pa.array([fragment.path] * len(ids), pa.string())})
+        )
     if not parts:
         return _empty_counts()
     table = pa.concat_tables(parts)

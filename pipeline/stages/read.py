@@ -21,17 +21,29 @@ class ReadSettings:
     docs_per_batch: int
 
 
-def document_columns(table: pa.Table, shard: str, settings: ReadSettings) -> pa.Table:
+def document_columns(
+    table: pa.Table,
+    shard: str,
+    settings: ReadSettings,
+    seen: dict[str, int] | None = None,
+    first_row: int = 0,
+) -> pa.Table:
     """Validate one block of a shard and turn it into the internal document columns.
 
     Every row comes out, with ``_status`` ``ok``, ``empty`` or ``error`` and a message
-    that names the problem (never the text itself).
+    that names the problem (never the text itself). ``seen`` maps each doc_id met so
+    far in this shard to its row index (updated here); ``first_row`` is the shard row
+    index of the block's first row. A repeated doc_id keeps its first row and every
+    later one gets status ``error`` naming that row.
     """
     n = table.num_rows
-    ids = _as_strings(table.column(settings.id_column))
-    text_col = table.column(settings.text_column)
     status = np.full(n, S.STATUS_OK, dtype=object)
     error = np.full(n, None, dtype=object)
+    ids = _as_strings(table.column(settings.id_column))
+    bad_id = _invalid_utf8(ids)
+    if bad_id.any():
+        ids = pc.if_else(pa.array(bad_id), pa.scalar(None, pa.string()), ids)
+    text_col = table.column(settings.text_column)
     if not _is_string_type(text_col.type):
         msg = (
             f"text column {settings.text_column!r} has type {text_col.type} in shard "
@@ -43,6 +55,9 @@ def document_columns(table: pa.Table, shard: str, settings: ReadSettings) -> pa.
         lengths = np.zeros(n, dtype=np.int64)
     else:
         texts = _as_strings(text_col)
+        bad_text = _invalid_utf8(texts)
+        if bad_text.any():
+            texts = pc.if_else(pa.array(bad_text), pa.scalar(None, pa.string()), texts)
         is_null = pc.is_null(texts).to_numpy(zero_copy_only=False)
         lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
         blank = pc.fill_null(pc.utf8_is_space(texts), False).to_numpy(zero_copy_only=False)
@@ -54,10 +69,27 @@ def document_columns(table: pa.Table, shard: str, settings: ReadSettings) -> pa.
             f"text has {int(k)} characters, over the limit of {settings.max_chars} (--max-chars)"
             for k in lengths[too_long]
         ]
+        # Not valid UTF-8 (e.g. a lone surrogate written by a non-validating writer):
+        # the text cannot be decoded, so it is neither counted (0 characters) nor tokenized.
+        status[bad_text] = S.STATUS_ERROR
+        error[bad_text] = f"text column {settings.text_column!r} holds invalid UTF-8"
         texts = pc.fill_null(texts, "")
+    if seen is not None:
+        for i, doc_id in enumerate(ids.to_pylist()):
+            if not doc_id:
+                continue
+            first = seen.setdefault(doc_id, first_row + i)
+            if first != first_row + i:
+                status[i] = S.STATUS_ERROR
+                error[i] = (
+                    f"duplicate {settings.id_column}: row {first} of this shard (counting "
+                    "from 0) has the same id"
+                )
     id_null = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True).to_numpy(zero_copy_only=False)
     status[id_null] = S.STATUS_ERROR
     error[id_null] = f"{settings.id_column} is null or empty"
+    status[bad_id] = S.STATUS_ERROR
+    error[bad_id] = f"{settings.id_column} holds invalid UTF-8"
     not_ok = status != S.STATUS_OK
     if not_ok.any():
         texts = pc.if_else(pa.array(not_ok), "", texts)
@@ -74,12 +106,14 @@ def document_columns(table: pa.Table, shard: str, settings: ReadSettings) -> pa.
 
 def read_shard(shard: str, settings: ReadSettings) -> Iterator[pa.Table]:
     """Yield a shard's documents in batches of at most ``docs_per_batch`` rows, each
-    tagged with its shard and row index (the keys of exactly-once commit)."""
+    tagged with its shard and row index (the keys of exactly-once commit). Doc ids are
+    checked for repeats across the whole shard; repeats across shards are the caller's."""
     row = 0
+    seen: dict[str, int] = {}  # doc_id → first row, over the whole shard
     for block in storage.iter_parquet_batches(
         shard, [settings.id_column, settings.text_column], settings.docs_per_batch
     ):
-        docs = document_columns(block, shard, settings)
+        docs = document_columns(block, shard, settings, seen, row)
         n = docs.num_rows
         docs = docs.append_column(S.SHARD, pa.array([shard] * n, pa.string()))
         docs = docs.append_column(S.ROW, pa.array(np.arange(row, row + n), pa.int64()))
@@ -102,3 +136,21 @@ def _as_strings(col: pa.ChunkedArray) -> pa.Array:
     if not pa.types.is_string(arr.type):
         arr = pc.cast(arr, pa.string())
     return arr
+
+
+def _invalid_utf8(arr: pa.Array) -> np.ndarray:
+    """Rows of a ``string`` array whose bytes are not valid UTF-8 (Parquet readers do
+    not check; a lone surrogate encoded by another writer ends up like this)."""
+    try:
+        arr.validate(full=True)
+        return np.zeros(len(arr), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    bad = np.zeros(len(arr), dtype=bool)
+    for i, raw in enumerate(arr.cast(pa.binary()).to_pylist()):
+        if raw is not None:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad[i] = True
+    return bad
