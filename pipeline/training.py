@@ -12,6 +12,7 @@ last one Ray keeps is the best. Lengths are in tokens; offsets in characters.
 
 from __future__ import annotations
 
+import logging
 import resource
 import shutil
 import tempfile
@@ -32,6 +33,8 @@ from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
+
+log = logging.getLogger(__name__)
 
 ROLE = "ner"
 TRAINING_JSON = "training.json"
@@ -205,6 +208,8 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any] | None:
     import torch
     from transformers import AutoModelForTokenClassification, get_linear_schedule_with_warmup
 
+    # Ray forwards a worker's stderr to the driver; its loggers start unconfigured.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg["threads"])
@@ -241,7 +246,9 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any] | None:
     for epoch in range(1, cfg["epochs"] + 1):
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
         model.train()
-        for batch in epoch_batches(lengths, cfg["batch_size"], world, _rng(cfg["seed"], epoch)):
+        batches = epoch_batches(lengths, cfg["batch_size"], world, _rng(cfg["seed"], epoch))
+        every = max(1, len(batches) // 10)  # about ten progress lines an epoch
+        for step, batch in enumerate(batches, 1):
             mine = batch[rank::world].tolist()
             ids = torch.from_numpy(_pad([x[i] for i in mine], cfg["pad_id"])).to(device)
             labels = torch.from_numpy(_pad([y[i] for i in mine], IGNORE)).to(device)
@@ -253,6 +260,12 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any] | None:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_sum, n_batches = loss_sum + float(loss.detach()), n_batches + 1
+            if rank == 0 and (step % every == 0 or step == len(batches)):
+                log.info(
+                    "epoch %d/%d: step %d/%d, mean loss %.4f, %.0f s",
+                    epoch, cfg["epochs"], step, len(batches), loss_sum / n_batches,
+                    time.perf_counter() - t0,
+                )  # fmt: skip
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1)}
         metrics["train_seconds"] = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:
@@ -270,6 +283,10 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any] | None:
                     "worker_cpu_seconds": _cpu_seconds(),  # cumulative; independent of load
                 }
                 history.append(dict(metrics))
+                log.info(
+                    "epoch %d: dev strict F1 %.4f, lenient F1 %.4f (scored in %.0f s)",
+                    epoch, metrics[SCORE_KEY], metrics["dev_lenient_f1"], metrics["dev_seconds"],
+                )  # fmt: skip
                 if metrics[SCORE_KEY] > best:  # ties keep the earlier epoch
                     best = metrics[SCORE_KEY]
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
