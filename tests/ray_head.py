@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from ray_cluster import session_pids
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 
@@ -91,23 +92,6 @@ class RayHead:
             if path.exists():
                 parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}")
         return "\n".join(parts) + "\n"
-
-
-def session_pids(sid: int) -> list[int]:
-    """Pids of the live processes whose session id is ``sid`` (Linux ``/proc``)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait_until_ready(head: RayHead, headers: dict[str, str], timeout_s: float) -> None:

@@ -157,9 +157,7 @@ def run_in_session(
         except subprocess.TimeoutExpired:
             rc = None
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            kill_session(proc.pid)
+            end_session(proc)
         if rc == 0 or RAY_START_FAILED not in tail(logs):
             break
     return rc
@@ -215,6 +213,13 @@ def wait_for_new(find: Callable[[], int | None], old: int, proc: subprocess.Pope
             return True
         time.sleep(0.1)
     return False
+
+
+def end_session(proc: subprocess.Popen) -> None:
+    """Kill the job if it still runs, and whatever it started (Ray's processes too)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    kill_session(proc.pid)
 
 
 def tail(logs: Path, chars: int = 3000) -> str:
@@ -298,9 +303,7 @@ def test_a_killed_inference_actor_is_replaced_and_the_job_completes(corpus, clea
         replaced = wait_for_new(lambda: embedding(proc.pid), victim, proc)
         rc = proc.wait(timeout=600)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        kill_session(proc.pid)
+        end_session(proc)
     assert rc == 0, tail(logs)
     assert committed_at_kill == 0
     assert replaced, "no new EmbedStage actor process: the kill came after the work"
@@ -351,9 +354,7 @@ def test_s3_server_stopped_for_seconds_during_the_run(corpus, clean, s3_server, 
         rc = proc.wait(timeout=600)
         restart.join()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        kill_session(proc.pid)
+        end_session(proc)
         if not s3_server.running:
             s3_server.start()
     first = (logs / "stderr").read_text(errors="replace")
@@ -409,9 +410,7 @@ def test_a_worker_node_removed_mid_run_the_job_completes(corpus, clean, tmp_path
             moved = wait_for_new(lambda: others[0].find_worker("MapBatches(NerStage)"), old, proc)
             rc = proc.wait(timeout=600)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            kill_session(proc.pid)
+            end_session(proc)
         assert rc == 0, tail(logs)
         assert committed_at_kill == 0
         assert moved, "the NER actor did not restart on the surviving node"
@@ -461,9 +460,7 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
         try:
             rc = proc.wait(timeout=600)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            kill_session(proc.pid)
+            end_session(proc)
         assert rc == 0, tail(logs)
         assert seen == {"head": 2, "worker": 2}, seen
         run = read_run(out)
