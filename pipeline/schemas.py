@@ -35,6 +35,7 @@ TEXT_INTERNAL = "_text"  # validated text ("" when the document is not processab
 STATUS_INTERNAL = "_status"
 ERROR_INTERNAL = "_error"
 N_CHARS_INTERNAL = "_n_chars"  # characters of the original text (0 when null)
+N_WINDOWS_INTERNAL = "_n_windows"  # NER windows of the document (n_chunks without embeddings)
 # Per-model tokenization columns are prefixed with the model's role ("ner" or "embed").
 TOKEN_IDS = "_ids"  # list<int32>: token ids of the whole document, no special tokens
 TOKEN_STARTS = "_tok_start"  # list<int32>: character start of each token

@@ -15,7 +15,7 @@ from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize
-from pipeline.stages.write import embedding_rows, entity_rows
+from pipeline.stages.write import document_rows, embedding_rows, entity_rows
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,20 @@ def test_bad_documents_yield_no_entities_but_keep_their_rows(model_dirs):
     assert out.num_rows == 4
     assert out.column(S.STATUS_INTERNAL).to_pylist() == ["ok", "empty", "empty", "empty"]
     assert [len(e) for e in out.column(S.ENTITIES).to_pylist()] == [1, 0, 0, 0]
+
+
+def test_ner_only_documents_count_the_ner_windows(model_dirs):
+    # window of 8 with [CLS]/[SEP] = 6 content tokens, stride 2: windows start every 4
+    # tokens and the last one ends at the document's end, so n > 6 tokens take
+    # ceil((n - 6) / 4) + 1 windows, a shorter document one, an empty one none.
+    texts = ["aspirin", "", " ".join(["the diabetes mellitus"] * 7), "heparin " * 9]
+    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    out = NerStage(model_dirs["oracle"], 8, 2, "first", "float32", 512)(batch)
+    rows = document_rows(out, "ner", None)
+    n_tokens = rows.column(S.N_TOKENS).to_pylist()
+    want = [0 if n == 0 else 1 if n <= 6 else -(-(n - 6) // 4) + 1 for n in n_tokens]
+    assert max(n_tokens) > 12  # some documents need several windows
+    assert rows.column(S.N_CHUNKS).to_pylist() == want
 
 
 def embed(model_dir, texts, max_length=32, stride=8, batch_tokens=512, pooling="mean"):

@@ -10,7 +10,7 @@ from pipeline import schemas as S
 from pipeline.spans import LabelScheme, Spans, decode_spans
 from pipeline.stages.encoder import Encoder, WindowPlan
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import window_owner
+from pipeline.windows import window_owner, window_starts
 
 ROLE = "ner"
 
@@ -107,7 +107,9 @@ class NerStage:
                 probs,
             )
             entities.append(spans_to_rows(spans))
-        return batch.append_column(S.ENTITIES, pa.array(entities, pa.list_(S.ENTITY_STRUCT)))
+        n_windows = [len(window_starts(len(x), self.encoder.window, self.stride)) for x in ids]
+        batch = batch.append_column(S.ENTITIES, pa.array(entities, pa.list_(S.ENTITY_STRUCT)))
+        return batch.append_column(S.N_WINDOWS_INTERNAL, pa.array(n_windows, pa.int32()))
 
 
 def spans_to_rows(spans: Spans) -> list[dict]:

@@ -84,7 +84,11 @@ def document_rows(batch: pa.Table, token_role: str | None, dim: int | None) -> p
         n_chunks = pc.list_value_length(batch.column(S.CHUNK_EMBEDDINGS)).fill_null(0)
         embedding = batch.column(S.DOC_EMBEDDING)
     else:
-        n_chunks = pa.array(np.zeros(n, np.int32))
+        # NER only: its windows (a document with no tokens has none)
+        if S.N_WINDOWS_INTERNAL in batch.column_names:
+            n_chunks = batch.column(S.N_WINDOWS_INTERNAL)
+        else:
+            n_chunks = pa.array(np.zeros(n, np.int32))
         embedding = pa.nulls(n, S.document_schema(dim).field(S.EMBEDDING).type)
     return pa.table(
         {
