@@ -6,10 +6,12 @@ from pathlib import Path
 
 from pipeline.models import default_cache_dir
 
+SAMPLE_CORPUS_DIR = "sample-corpus"  # under the cache folder
+
 
 def sample_corpus_dir() -> Path:
     """Local folder the sample corpus is generated into (once; it is deterministic)."""
-    return default_cache_dir() / "sample-corpus"
+    return default_cache_dir() / SAMPLE_CORPUS_DIR
 
 
 def default_embed_model() -> str:

@@ -19,7 +19,7 @@ from pipeline.evaluation import score_spans
 from pipeline.training import FinetuneConfig, TrainScheduling, run_finetune
 
 DEMO_DIR = "demo-ner"
-CORPUS_DIR = "sample-corpus"  # the folder name pipeline.defaults.sample_corpus_dir() uses
+CORPUS_DIR = defaults.SAMPLE_CORPUS_DIR  # the sample corpus the default job annotates
 MARKER = ".complete"
 # A build takes a few minutes on 2 CPU cores (measured numbers are in its training.json).
 # Windows use the annotate job's defaults for this model (512 tokens, stride 128), so the

@@ -33,6 +33,7 @@ from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
+from pipeline.stages.write import entity_rows
 
 log = logging.getLogger(__name__)
 
@@ -160,21 +161,6 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def predicted_spans(batch: pa.Table) -> pa.Table:
-    """The ``_entities`` column of a NerStage output as rows (doc_id, start, end, label)."""
-    ents = batch.column(S.ENTITIES).combine_chunks()
-    flat = pc.list_flatten(ents)
-    parents = pc.list_parent_indices(ents)
-    return pa.table(
-        {
-            S.DOC_ID: pc.take(batch.column(S.DOC_ID), parents),
-            S.START: pc.struct_field(flat, S.START),
-            S.END: pc.struct_field(flat, S.END),
-            S.LABEL: pc.struct_field(flat, S.LABEL),
-        }
-    )
-
-
 def score_dev(model_dir: str, dev: pa.Table, gold: pa.Table, cfg: dict[str, Any]) -> dict:
     """Strict and lenient micro scores of the model in ``model_dir`` on the tokenized dev
     batch, decoded exactly as the annotate job decodes (NerStage, ``first`` aggregation)."""
@@ -189,7 +175,7 @@ def score_dev(model_dir: str, dev: pa.Table, gold: pa.Table, cfg: dict[str, Any]
         threads=cfg["threads"],
     )
     pred = pa.concat_tables(
-        [predicted_spans(stage(dev.slice(i, 64))) for i in range(0, max(dev.num_rows, 1), 64)]
+        [entity_rows(stage(dev.slice(i, 64))) for i in range(0, max(dev.num_rows, 1), 64)]
     )
     return score_spans(gold, pred, dev.column(S.DOC_ID).to_pylist()).to_dict()
 
