@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "window); overlap makes long documents cost more",
     )
     t.add_argument(
+        "--random-crops",
+        type=int,
+        default=1,
+        help="extra training windows per document, of random length and offset, so that "
+        "annotating with short windows (--max-length) keeps its accuracy; 0 = none",
+    )
+    t.add_argument(
         "--dev-batch-tokens", type=int, default=16384, help="token budget per dev forward pass"
     )
     s = p.add_argument_group("scheduling")
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
         stride=args.stride,
+        random_crops=args.random_crops,
         warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay,
         max_train_docs=args.max_train_docs,

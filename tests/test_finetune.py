@@ -19,7 +19,7 @@ from tiny_models import CHEM_B, DISEASE_B, DISEASE_I, PLAIN, write_random_ner
 from pipeline import schemas as S
 from pipeline import storage
 from pipeline.evaluation import score_spans
-from pipeline.training import epoch_batches
+from pipeline.training import epoch_batches, random_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 16  # tokens per window: most documents span several windows
@@ -143,6 +143,22 @@ def trained(setup: dict) -> Path:
     proc = finetune(setup, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+def test_random_crops_lie_inside_documents_and_vary_their_offset() -> None:
+    lengths = [300, 40, 9, 1, 0, 2000]
+    window = 126
+    doc, start, length = random_crops(lengths, window, 20, np.random.default_rng([2, 0]))
+    again = random_crops(lengths, window, 20, np.random.default_rng([2, 0]))
+    assert (doc, start, length) == again  # seeded
+    # A document of 0 or 1 tokens has no half-window to crop; the others get 20 each.
+    assert sorted(set(doc)) == [0, 1, 2, 5] and all(doc.count(d) == 20 for d in (0, 1, 2, 5))
+    for d, s, k in zip(doc, start, length):
+        n = lengths[d]
+        assert 1 <= k <= min(n, window) // 2 and 0 <= s and s + k <= n
+    # Most crops must not begin where the document does: that is what they are for.
+    assert sum(s > 0 for s in start) > 0.8 * len(start)
+    assert len({k for d, k in zip(doc, length) if d == 5}) > 5
 
 
 @pytest.mark.slow
