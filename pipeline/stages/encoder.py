@@ -94,6 +94,11 @@ class Encoder:
         self.fixed_width, pad_multiple = adapt_to_family(self.model, max_length)
         # The budget counts the padding the model adds itself (Longformer: attention window).
         self.multiple_of = math.lcm(base, pad_multiple)
+        # A CPU pass costs about the same per token at any batch size, so passes are cut
+        # where padding would pass 2%; an accelerator needs big passes, and gets little
+        # padding from sorting many windows (docs_per_batch) instead.
+        cpu = self.device.type == "cpu"
+        self.max_padding, self.min_pass_tokens = (0.02, 256) if cpu else (None, 0)
         self.padded_tokens = 0  # token positions computed, padding included
         self.real_tokens = 0
 
@@ -128,7 +133,9 @@ class Encoder:
         extra = len(self.prefix) + len(self.suffix)
         lengths = plan.length + extra
         computed = np.full_like(lengths, self.fixed_width) if self.fixed_width else lengths
-        batches = pack_by_token_budget(computed, self.batch_tokens, self.multiple_of)
+        batches = pack_by_token_budget(
+            computed, self.batch_tokens, self.multiple_of, self.max_padding, self.min_pass_tokens
+        )
         self.real_tokens += int(lengths.sum())
         pin = self.device.type == "cuda"
         for idx in batches:
