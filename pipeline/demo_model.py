@@ -21,7 +21,8 @@ from pipeline.training import FinetuneConfig, TrainScheduling, run_finetune
 DEMO_DIR = "demo-ner"
 CORPUS_DIR = defaults.SAMPLE_CORPUS_DIR  # the sample corpus the default job annotates
 MARKER = ".complete"
-# A build takes a few minutes on 2 CPU cores (measured numbers are in its training.json).
+# A build takes about two minutes on 2 CPU cores (its training.json has the
+# measured numbers).
 # Windows use the annotate job's defaults for this model (512 tokens, stride 128), so the
 # job decodes with the context the model was trained on; few windows, so small batches.
 DEMO_SETTINGS = {
@@ -29,8 +30,8 @@ DEMO_SETTINGS = {
     "seed": 13,
     "lr": 2e-4,
     "batch_size": 2,
-    "max_train_docs": 96,
-    "max_dev_docs": 16,
+    "max_train_docs": 48,
+    "max_dev_docs": 8,
 }
 
 

@@ -429,17 +429,17 @@ def _assemble(doc_id: str, segments: list[Segment]) -> tuple[str, list[tuple]]:
     return full, spans
 
 
-LONG_NOTE_SHARE = 1 / 8
+LONG_NOTE_SHARE = 1 / 5
 
 
 def generate_corpus(
-    seed: int = 13, n_notes: int = 240, n_abstracts: int = 160
+    seed: int = 13, n_notes: int = 80, n_abstracts: int = 40
 ) -> tuple[pa.Table, pa.Table]:
     """The invented corpus for ``seed``: (docs, entities).
 
     docs: doc_id, text, source ("note" | "abstract"), split ("train" | "heldout").
     entities: doc_id, start, end (int32 character offsets, end exclusive), text, label,
-    with ``text == docs.text[start:end]``. Notes run ~150-350 words, one in eight ~700-2000;
+    with ``text == docs.text[start:end]``. Notes run ~150-350 words, one in five ~600-1800;
     abstracts 150-350 words, a few longer. About a quarter of each source is heldout, and
     heldout documents also use lexicon entries that no train document contains.
     """
@@ -475,7 +475,7 @@ def generate_corpus(
                 # Few long notes: enough to exercise windowing, few enough that the
                 # embedded default (NER + embeddings on 2 CPU cores) takes minutes.
                 long_doc = rng.random() < LONG_NOTE_SHARE
-                segments = _note(w, rng.randint(700, 2000) if long_doc else rng.randint(80, 330))
+                segments = _note(w, rng.randint(600, 1800) if long_doc else rng.randint(80, 330))
             else:
                 long_doc = rng.random() < 0.08
                 target = rng.randint(400, 650) if long_doc else rng.randint(150, 300)
@@ -491,7 +491,7 @@ def generate_corpus(
 
 
 def write_sample_corpus(
-    dest: str, seed: int = 13, n_shards: int = 4, n_notes: int = 240, n_abstracts: int = 160
+    dest: str, seed: int = 13, n_shards: int = 4, n_notes: int = 80, n_abstracts: int = 40
 ) -> dict[str, str]:
     """Write the corpus under ``dest`` (any URI storage understands); return the URIs.
 
