@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-tokens", type=int, default=16384, help="our stages' tokens per forward pass"
     )
-    p.add_argument("--docs-per-batch", type=int, default=256, help="documents per stage call")
+    p.add_argument(
+        "--docs-per-batch",
+        type=int,
+        default=BenchSettings.docs_per_batch,
+        help="documents per stage call and per Ray batch (the job's default)",
+    )
     p.add_argument(
         "--hf-batch-sizes", default="1,8,32", help="pipeline batch sizes to try (fastest wins)"
     )

@@ -172,6 +172,34 @@ def stage_row(
     return r, np.asarray(table.column(S.EMBEDDING).to_pylist(), dtype=np.float32)
 
 
+def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str) -> dict[str, Any]:
+    """The NER model's forward passes alone over all of the corpus's windows at once,
+    sorted and packed as our stages pack them, outputs discarded: no tokenizing,
+    decoding or copying back. The ceiling for any NER code on this model and machine."""
+    from pipeline.stages.encoder import Encoder, WindowPlan
+    from pipeline.stages.tokenize import column_arrays
+
+    ids = column_arrays(Tokenize("ner", ner_dir)(corpus.docs), S.tokens_column("ner", S.TOKEN_IDS))
+    enc = Encoder.load(ner_dir, "ner", s.max_length, dtype, s.batch_tokens)
+    plan = WindowPlan.build([len(x) for x in ids], enc.window, s.stride)
+    autocast = enc.dtype != torch.float32
+
+    def forward(docs: list[np.ndarray], p: WindowPlan) -> None:
+        with torch.inference_mode(), torch.autocast(enc.device.type, enc.dtype, enabled=autocast):
+            for _, x, mask in enc.passes(docs, p):
+                enc.model(input_ids=x, attention_mask=mask)
+
+    warm = ids[: s.warmup_docs]
+    forward(warm, WindowPlan.build([len(x) for x in warm], enc.window, s.stride))
+    real0, padded0 = enc.real_tokens, enc.padded_tokens
+    clock = Clock()
+    with peak_rss() as mem:
+        clock.run(lambda: forward(ids, plan))
+    real, padded = enc.real_tokens - real0, enc.padded_tokens - padded0
+    name = "bare forward passes (NER model, no decoding)"
+    return row(name, dtype, corpus, clock, 1 - real / max(padded, 1), peak_mib=mem["peak_mib"])
+
+
 def entity_set(table: pa.Table) -> set[Entity]:
     """(document position, start, end, label) of each row of an entities table."""
     cols = [table.column(c).to_pylist() for c in (S.DOC_ID, S.START, S.END, S.LABEL)]

@@ -39,6 +39,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
             f"driver {m['driver_peak_mib']:.0f} MiB, largest worker {m['worker_peak_mib']:.0f} MiB,"
             f" job {r['job_wall_s']:.1f}s of {r['wall_s']:.1f}s"
         )
+    if r.get("attempts", 1) > 1:
+        notes.append(f"Ray start-up timed out, {r['attempts']} attempts (last one timed)")
     if "reference" in r:
         notes.append(f"ref: {r['reference']} (CPU-time x{r['x_reference_cpu']:.2f})")
     pad = "n/a" if r.get("padding") is None else f"{r['padding']:.1%}"
@@ -94,7 +96,7 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _target_lines(result: dict[str, Any]) -> list[str]:
-    mark = {True: "MET", False: "NOT MET", None: "not measured at that scale"}
+    mark = {True: "MET", False: "NOT MET", None: "not measured at that scale", "context": "context"}
     return [f"[{mark[t['met']]}] {t['target']}: {t['measured']}" for t in result["targets"]]
 
 
@@ -250,21 +252,29 @@ job's windows (whole documents it would truncate).
 
 
 def update_markdown(path: Path, key: str, section: str) -> None:
-    """Replace the section marked ``key`` in ``path`` (append it if absent); the
-    method section (``about``) is kept first and current."""
+    """Replace the section marked ``key`` in ``path`` (append it if absent), and the
+    method section (``about``), which a file gets once, just before its first section."""
     text = path.read_text() if path.exists() else "## Benchmark results\n"
-    text = _upsert(text, "about", ABOUT.rstrip("\n"), first=True)
+    text = _upsert(text, key, section)
+    about = ABOUT.rstrip("\n")
+    if _marker(key) in text and _marker("about") not in text:
+        before, after = text.split(_marker(key), 1)
+        text = f"{before}{_block('about', about)}\n\n{_marker(key)}{after}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_upsert(text, key, section))
+    path.write_text(_upsert(text, "about", about))
 
 
-def _upsert(text: str, key: str, section: str, first: bool = False) -> str:
-    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
-    block = f"{start}\n{section}\n{end}"
+def _marker(key: str, end: bool = False) -> str:
+    return f"<!-- {'/' if end else ''}bench:{key} -->"
+
+
+def _block(key: str, section: str) -> str:
+    return f"{_marker(key)}\n{section}\n{_marker(key, end=True)}"
+
+
+def _upsert(text: str, key: str, section: str) -> str:
+    start, end = _marker(key), _marker(key, end=True)
     if start in text and end in text:
         before, rest = text.split(start, 1)
-        return before + block + rest.split(end, 1)[1]
-    if first:
-        head, _, tail = text.partition("\n")
-        return f"{head}\n\n{block}\n{tail}".rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n\n" + block + "\n"
+        return before + _block(key, section) + rest.split(end, 1)[1]
+    return text.rstrip("\n") + "\n\n" + _block(key, section) + "\n"
