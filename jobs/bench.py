@@ -149,6 +149,8 @@ def _render(args: argparse.Namespace) -> int:
     from pipeline import bench_suite
 
     result = json.loads(Path(args.render).read_text())
+    if "scale" in result:
+        return _report_scale(result, args)
     rows, corpus = result["rows"], result["corpus"]
     result["targets"] = bench_suite.targets(
         rows, result["checks"], corpus["docs"], rows[0]["dtype"]
@@ -173,19 +175,26 @@ def _report(result: dict, args: argparse.Namespace) -> None:
 def _scale(
     args: argparse.Namespace, settings: BenchSettings, model: str, workdir: Path, command: str
 ) -> int:
-    from pipeline import bench_report, bench_suite
+    from pipeline import bench_suite
     from pipeline.bench_ray import scale_runs
 
     sizes = [int(x) for x in args.scale.split(",")]
     machine = bench_suite.machine_info()
     results = scale_runs(sizes, model, settings, workdir)
-    rows = bench_report.scale_text(results)
+    result = {"machine": machine, "scale": results, "command": command}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return _report_scale(result, args)
+
+
+def _report_scale(result: dict, args: argparse.Namespace) -> int:
+    from pipeline import bench_report
+
+    rows = bench_report.scale_text(result["scale"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "scale": results}, indent=1))
     if args.markdown:
-        section = bench_report.scale_markdown(results, machine, command)
+        section = bench_report.scale_markdown(result["scale"], result["machine"], result["command"])
         bench_report.update_markdown(Path(args.markdown), args.section or "scale", section)
     return 0
 

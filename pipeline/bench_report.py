@@ -166,6 +166,7 @@ def scale_text(results: list[dict[str, Any]]) -> list[list[str]]:
         "docs/s (job)",
         "driver MiB",
         "worker MiB",
+        "worker USS MiB",
         "all processes MiB",
         "tokenize",
         "inference",
@@ -182,6 +183,7 @@ def scale_text(results: list[dict[str, Any]]) -> list[list[str]]:
                 f"{r['job_docs_per_s']:,.0f}",
                 f"{r['driver_peak_mib']:,.0f}",
                 f"{r['worker_peak_mib']:,.0f}",
+                f"{max(r['operator_max_uss_mib'].values(), default=0):,.0f}",
                 f"{r['tree_peak_mib']:,.0f}",
                 *(f"{share[k]:.0%}" for k in ("tokenize", "inference", "write")),
             ]
@@ -219,7 +221,10 @@ def scale_markdown(results: list[dict[str, Any]], machine: dict[str, Any], comma
             "",
             "wall s: the whole process, Ray start-up included; job wall s and docs/s: the "
             "dataset's execution. Memory: peak resident set of the driver, of the largest Ray "
-            "worker, and of all the job's processes at one instant. tokenize / inference / "
+            "worker, and of all the job's processes at one instant; a worker's resident set "
+            "also counts the pages of Ray's shared object store it has touched, so *worker "
+            "USS* gives the largest Ray Data operator's own memory (unique set size, from "
+            "ray-data.log). tokenize / inference / "
             "write: shares of the time spent inside each Ray Data operator's function, from "
             "the session's ray-data.log (reading is fused into the first tokenizer).",
         ]
@@ -253,13 +258,13 @@ job's windows (whole documents it would truncate).
 
 def update_markdown(path: Path, key: str, section: str) -> None:
     """Replace the section marked ``key`` in ``path`` (append it if absent), and the
-    method section (``about``), which a file gets once, just before its first section."""
+    method section (``about``), which a file gets once, before its first section."""
     text = path.read_text() if path.exists() else "## Benchmark results\n"
     text = _upsert(text, key, section)
     about = ABOUT.rstrip("\n")
-    if _marker(key) in text and _marker("about") not in text:
-        before, after = text.split(_marker(key), 1)
-        text = f"{before}{_block('about', about)}\n\n{_marker(key)}{after}"
+    if _marker("about") not in text:
+        first = text.index("<!-- bench:")  # the section above was just put in
+        text = f"{text[:first]}{_block('about', about)}\n\n{text[first:]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_upsert(text, "about", about))
 

@@ -147,3 +147,43 @@ def test_scale_run_reports_memory_and_time_split(tmp_path):
     shares = res["operator_share"]
     assert abs(sum(shares.values()) - 1) < 0.01
     assert any("EmbedStage" in op for op in shares) and np.isfinite(res["wall_s"])
+
+
+def test_scale_results_render_into_markdown(tmp_path):
+    from pipeline.bench_suite import machine_info
+
+    result = {
+        "machine": machine_info(),
+        "command": "python -m jobs.bench --scale 1000",
+        "scale": [
+            {
+                "docs": 1000,
+                "wall_s": 10.2,
+                "job_wall_s": 8.0,
+                "job_docs_per_s": 125.0,
+                "driver_peak_mib": 400.0,
+                "worker_peak_mib": 700.0,
+                "tree_peak_mib": 3000.0,
+                "operator_udf_s": {
+                    "MapBatches(_read_shards)->MapBatches(Tokenize)": 1.0,
+                    "MapBatches(NerStage)": 2.0,
+                    "MapBatches(EmbedStage)": 1.0,
+                    "MapBatches(StageWriter)": 0.0,
+                },
+                "operator_max_uss_mib": {
+                    "MapBatches(NerStage)": 321.0,
+                    "MapBatches(Tokenize)": 99.0,
+                },
+            }
+        ],
+    }
+    src, md = tmp_path / "scale.json", tmp_path / "README.md"
+    src.write_text(json.dumps(result))
+    md.write_text("# Project\n\n<!-- bench:scale -->\nold\n<!-- /bench:scale -->\n\n## After\n")
+    assert bench.main(["--render", str(src), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    # tokenize 1 s of 4, inference 3 of 4, write none; USS: the largest operator's.
+    assert "| 1,000 | 10 | 8 | 125 | 400 | 700 | 321 | 3,000 | 25% | 75% | 0% |" in text
+    assert "`python -m jobs.bench --scale 1000`" in text and "old" not in text
+    assert text.index("<!-- bench:about -->") < text.index("<!-- bench:scale -->")
+    assert text.endswith("## After\n")
