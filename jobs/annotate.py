@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--docs-per-batch",
         type=int,
-        default=256,
-        help="documents per Ray Data batch between stages",
+        default=None,
+        help="documents per Ray Data batch between stages (default: 64 on CPUs, so that the "
+        "models' actors overlap; 512 with GPUs, so that passes are large)",
     )
     s.add_argument(
         "--dtype", choices=DTYPES, default="auto", help="auto: float32 on CPU, bfloat16 on GPU"

@@ -25,7 +25,7 @@ import torch
 
 from pipeline import schemas as S
 from pipeline import storage
-from pipeline.config import Scheduling
+from pipeline.config import CPU_DOCS_PER_BATCH
 from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
@@ -42,9 +42,9 @@ class BenchSettings:
     max_length: int = 512  # window, special tokens included
     stride: int = 128  # overlap between consecutive windows
     batch_tokens: int = 16384  # our stages' token budget per forward pass
-    # Documents per stage call, as the job's Ray batches: the job's default, so the Ray row
-    # runs as users run it (a corpus of one batch would give one model at a time the CPU).
-    docs_per_batch: int = Scheduling().docs_per_batch
+    # Documents per stage call, as the job's Ray batches: the job's CPU default, so the
+    # Ray row runs as users run it (pass the GPU default on a GPU).
+    docs_per_batch: int = CPU_DOCS_PER_BATCH
     hf_batch_sizes: tuple[int, ...] = (1, 8, 32)  # the pipeline runs at the fastest
     trial_docs: int = 48  # documents each pipeline batch size is tried on
     st_batch_size: int = 32  # sentence-transformers' default

@@ -53,13 +53,20 @@ class AnnotateConfig:
         return dataclasses.asdict(self)
 
 
+# Documents per Ray Data batch when not given. On CPUs, small batches let the NER and
+# embedding actors overlap (a pass costs the same per token at any size); a GPU wants
+# batches big enough that sorting windows by length fills large passes.
+CPU_DOCS_PER_BATCH = 64
+GPU_DOCS_PER_BATCH = 512
+
+
 @dataclass(frozen=True)
 class Scheduling:
     """How the work is spread over the cluster; never changes the rows produced."""
 
     num_actors: int | None = None  # per model; None = one per GPU, or 1 on CPU
     batch_tokens: int = 16384  # token budget per forward pass (padded tokens)
-    docs_per_batch: int = 64  # documents per Ray Data batch between stages
+    docs_per_batch: int | None = None  # per Ray Data batch; None = by device, see below
     tokenizer_actors: int = 1
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     extra: dict[str, Any] = field(default_factory=dict)

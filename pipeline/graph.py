@@ -15,7 +15,12 @@ import ray
 
 from pipeline import commit, plan, storage
 from pipeline import schemas as S
-from pipeline.config import AnnotateConfig, Scheduling
+from pipeline.config import (
+    CPU_DOCS_PER_BATCH,
+    GPU_DOCS_PER_BATCH,
+    AnnotateConfig,
+    Scheduling,
+)
 from pipeline.plan import RunPlan
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
@@ -68,9 +73,31 @@ def _actor_args(sched: Scheduling, n_models: int) -> tuple[int, dict[str, Any], 
     return n, {"num_gpus": 0, "num_cpus": share}, threads
 
 
+def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """``ds`` re-cut, as it streams, into blocks of at most ``rows`` rows.
+
+    The reader yields a shard's batches into one block, and a block is one task for each
+    operator after it: without this the embedding actor waits for the NER actor to finish
+    a whole shard (on a one-shard input, the whole run) and a task holds a whole shard.
+    Ray's streaming repartition runs as 1-CPU tasks, which the CPUs reserved by the actor
+    pools never leave room for, so it is given a light stage's share; a Ray without that
+    hook keeps shard-sized blocks."""
+    out = ds.repartition(target_num_rows_per_block=rows)
+    remote_args = getattr(out._logical_plan.dag, "ray_remote_args", None)
+    if not isinstance(remote_args, dict):
+        return ds
+    remote_args["num_cpus"] = LIGHT_CPUS
+    return out
+
+
 def build_dataset(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> ray.data.Dataset:
     todo = [{"shard": s.uri, "key": s.key} for s in rp.todo]
-    settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, sched.docs_per_batch)
+    n_models = len(rp.models)
+    n_actors, resources, threads = _actor_args(sched, n_models)
+    per_batch = sched.docs_per_batch or (
+        GPU_DOCS_PER_BATCH if resources["num_gpus"] else CPU_DOCS_PER_BATCH
+    )
+    settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
         _read_shards,
@@ -78,9 +105,8 @@ def build_dataset(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> ray.da
         fn_kwargs={"settings": settings, "output_uri": cfg.output_uri},
         num_cpus=LIGHT_CPUS,
     )
-    n_models = len(rp.models)
-    n_actors, resources, threads = _actor_args(sched, n_models)
-    batch = {"batch_size": sched.docs_per_batch, "batch_format": "pyarrow"}
+    ds = _blocks_of(ds, per_batch)
+    batch = {"batch_size": per_batch, "batch_format": "pyarrow"}
     for role, info in rp.models.items():
         spec = getattr(cfg, role)
         ds = ds.map_batches(
