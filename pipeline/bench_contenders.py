@@ -182,12 +182,15 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     ids = column_arrays(Tokenize("ner", ner_dir)(corpus.docs), S.tokens_column("ner", S.TOKEN_IDS))
     enc = Encoder.load(ner_dir, "ner", s.max_length, dtype, s.batch_tokens)
     plan = WindowPlan.build([len(x) for x in ids], enc.window, s.stride)
-    autocast = enc.dtype != torch.float32
 
     def forward(docs: list[np.ndarray], p: WindowPlan) -> None:
-        with torch.inference_mode(), torch.autocast(enc.device.type, enc.dtype, enabled=autocast):
-            for _, x, mask in enc.passes(docs, p):
-                enc.model(input_ids=x, attention_mask=mask)
+        # The stages' own pass loop, with a forward whose output is dropped on the device.
+        enc.run(
+            docs,
+            p,
+            lambda out, mask: (),
+            lambda x, mask: enc.model(input_ids=x, attention_mask=mask),
+        )
 
     warm = ids[: s.warmup_docs]
     forward(warm, WindowPlan.build([len(x) for x in warm], enc.window, s.stride))
