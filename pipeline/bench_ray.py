@@ -75,7 +75,7 @@ class TreeMonitor(threading.Thread):
             try:
                 rss = p.memory_info().rss
                 cpu = p.cpu_times()
-                title = " ".join(p.cmdline()[:1])
+                title = _role(p.cmdline())
             except psutil.Error:
                 continue
             now += rss
@@ -103,7 +103,17 @@ class TreeMonitor(threading.Thread):
             "ray_system_peak_mib": round(system, 1),
             "tree_peak_mib": round(self.tree_peak / MIB, 1),
             "cpu_s": round(sum(self.cpu.values()), 2),
+            "cpu_s_by_role": self.cpu_by_role(),
         }
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds per process role (the driver, each Ray worker's task or actor,
+        each Ray system process), largest first: where a run's CPU went."""
+        roles: dict[str, float] = {}
+        for pid, cpu in self.cpu.items():
+            name = "driver" if pid == self.root.pid else self.titles.get(pid, "ray::IDLE")
+            roles[name] = roles.get(name, 0.0) + cpu
+        return {k: round(v, 2) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}
 
     def end_leftovers(self, grace_s: float = 15.0) -> list[str]:
         """Give the job's processes ``grace_s`` to exit after the driver has (Ray's own
@@ -121,6 +131,17 @@ class TreeMonitor(threading.Thread):
             except psutil.Error:
                 pass
         return ended
+
+
+def _role(cmdline: list[str]) -> str:
+    """A process's role from its command line: Ray workers name themselves ``ray::…``;
+    system processes are a binary (``raylet``) or a Python script (``dashboard.py``)."""
+    if not cmdline:
+        return ""
+    if cmdline[0].startswith("ray::"):
+        return " ".join(cmdline[:1])
+    script = next((a for a in cmdline[1:4] if a.endswith(".py")), None)
+    return Path(script or cmdline[0].split()[0]).name
 
 
 def _running(p: Any) -> bool:

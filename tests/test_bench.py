@@ -126,6 +126,10 @@ def test_ray_row_agrees_with_in_process(setup, tmp_path):
     mem = ray["memory"]
     assert mem["driver_peak_mib"] > 50 and mem["worker_peak_mib"] > 50
     assert any("NerStage" in name for name in mem["workers_peak_mib"])
+    roles = mem["cpu_s_by_role"]
+    assert {"driver", "raylet", "gcs_server"} <= set(roles), roles
+    assert any("NerStage" in name for name in roles)
+    assert sum(roles.values()) == pytest.approx(mem["cpu_s"], abs=0.1)
     assert ray["terminated_after_exit"] == []
     ops = ray["operators"]
     assert any("NerStage" in op for op in ops) and any("StageWriter" in op for op in ops)
@@ -187,3 +191,14 @@ def test_scale_results_render_into_markdown(tmp_path):
     assert "`python -m jobs.bench --scale 1000`" in text and "old" not in text
     assert text.index("<!-- bench:about -->") < text.index("<!-- bench:scale -->")
     assert text.endswith("## After\n")
+
+
+def test_process_roles_from_command_lines():
+    from pipeline.bench_ray import _role
+
+    assert _role(["ray::MapWorker(MapBatches(NerStage))"]) == "ray::MapWorker(MapBatches(NerStage))"
+    assert _role(["/venv/lib/ray/core/src/ray/raylet/raylet", "--node_id=x"]) == "raylet"
+    py = ["/venv/bin/python3.11", "-u", "/venv/lib/ray/dashboard/agent.py", "--port=1"]
+    assert _role(py) == "agent.py"
+    assert _role(["/venv/bin/python3.11", "-m", "jobs.annotate"]) == "python3.11"
+    assert _role([]) == ""
