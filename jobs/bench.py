@@ -1,6 +1,7 @@
 """Side-by-side throughput benchmark, in one process, on the same documents and weights.
 
     python -m jobs.bench --docs URI [--model M] [--limit N] [--json OUT] [--markdown OUT]
+    python -m jobs.bench --docs URI --repeat 9 --skip-baselines --dtype float32
     python -m jobs.bench --scale 20000,100000,200000 [--markdown OUT]
 
 Rows: transformers' token-classification pipeline (at its best batch size),
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ner-model", help="a token-classification model folder to use as is")
     p.add_argument("--limit", type=int, help="first N usable documents only")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run on the documents this many times over (distinct ids): a corpus of the size "
+        "a target names (the Ray row's 5,000 documents) from a smaller data set",
+    )
     p.add_argument("--json", help="write every number, check and target here")
     p.add_argument(
         "--markdown",
@@ -75,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial-docs", type=int, default=48, help="documents each pipeline batch size is tried on"
     )
     p.add_argument("--skip-ray", action="store_true", help="leave out the jobs.annotate row")
+    p.add_argument(
+        "--skip-baselines",
+        action="store_true",
+        help="leave out the transformers, sentence-transformers and bare-forward rows: only "
+        "our stages in process and the job (the Ray target at corpus sizes where every "
+        "contender would take hours)",
+    )
     p.add_argument(
         "--gpu-model",
         choices=("bert-base", "minilm-l6"),
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             dtypes=tuple(args.dtype.split(",")),
             baseline_dtype=args.baseline_dtype,
             skip_ray=args.skip_ray,
+            baselines=not args.skip_baselines,
+            repeat=args.repeat,
             gpu_model=args.gpu_model,
         )
         result = bench_suite.run_suite(request)

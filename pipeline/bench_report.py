@@ -62,16 +62,15 @@ def _cells(r: dict[str, Any]) -> list[str]:
 
 def _checks_lines(result: dict[str, Any]) -> list[str]:
     c = result["checks"]
-    nv = c["ner_vs_pipeline"]
     lines = []
-    for part in ("single_window_docs", "all_docs", "multi_window_docs"):
-        a = nv[part]
+    for part in ("single_window_docs", "all_docs", "multi_window_docs") * ("ner_vs_pipeline" in c):
+        a = c["ner_vs_pipeline"][part]
         lines.append(
             f"NER vs transformers pipeline, {part.replace('_', ' ')}: identical={a['identical']}"
             f" ({a['common']} common, {a['ours']} ours, {a['reference']} pipeline,"
             f" agreement {a['agreement']:.4f})"
         )
-    for part, a in c["embed_vs_sentence_transformers"].items():
+    for part, a in c.get("embed_vs_sentence_transformers", {}).items():
         lines.append(
             f"Embeddings vs sentence-transformers, {part.replace('_', ' ')}: cosine min {a['min']}"
             f" mean {a['mean']} over {a['windows']} windows"
@@ -110,19 +109,23 @@ def _machine_line(m: dict[str, Any]) -> str:
     )
 
 
+def _corpus_line(c: dict[str, Any]) -> str:
+    times = c.get("repeat", 1)
+    copies = f" ({c['docs'] // times} distinct, each {times} times)" if times > 1 else ""
+    return (
+        f"{c['docs']} documents{copies}, {c['window_tokens']:,} window tokens in "
+        f"{c['windows']} windows ({c['single_window_docs']} documents fit one window)"
+    )
+
+
 def text_report(result: dict[str, Any]) -> str:
     rows = [list(TABLE_HEAD)] + [_cells(r) for r in result["rows"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_HEAD) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    corpus = result["corpus"]
-    head = (
-        f"{corpus['docs']} documents, {corpus['window_tokens']:,} window tokens in "
-        f"{corpus['windows']} windows ({corpus['single_window_docs']} documents fit one window)"
-    )
     return "\n".join(
         [
             _machine_line(result["machine"]),
-            head,
+            _corpus_line(result["corpus"]),
             *lines,
             "",
             *_checks_lines(result),
@@ -145,9 +148,7 @@ def markdown_section(result: dict[str, Any], title: str, command: str) -> str:
             f"Machine: {_machine_line(result['machine'])}; load average after: "
             f"{result['load_average_after']}.",
             "",
-            f"Corpus: {c['docs']} documents, {c['window_tokens']:,} window tokens in "
-            f"{c['windows']} windows ({c['single_window_docs']} documents fit one window); "
-            f"NER head: {c['ner_head']}.",
+            f"Corpus: {_corpus_line(c)}; NER head: {c['ner_head']}.",
             "",
             *table,
             "",

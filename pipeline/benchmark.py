@@ -111,6 +111,20 @@ def load_documents(uri: str, limit: int | None, text_column: str = "text") -> pa
     return pa.table({"doc_id": ids, "text": pc.cast(table.column(text_column), pa.string())})
 
 
+def repeat_documents(table: pa.Table, times: int) -> pa.Table:
+    """``load_documents`` output with every document ``times`` times in a row (copy k of
+    document i is document ``k * n + i``), ids renumbered: a corpus of the size a target
+    names from a data set with fewer distinct documents. Nothing in the job caches or
+    dedupes by text, so a copy costs what a new document of its length costs."""
+    if times < 1:
+        raise ValueError(f"--repeat must be at least 1, got {times}")
+    if times == 1:
+        return table
+    text = pa.concat_arrays([table.column("text").combine_chunks()] * times)
+    ids = pa.array([str(i) for i in range(len(text))], pa.string())
+    return pa.table({"doc_id": ids, "text": text})
+
+
 def prepare_corpus(table: pa.Table, tokenizer_dir: str, s: BenchSettings) -> Corpus:
     docs = document_columns(table, "bench", ReadSettings("doc_id", "text", 10**9, 10**9))
     tok = Tokenize("bench", tokenizer_dir)

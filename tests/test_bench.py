@@ -202,3 +202,37 @@ def test_process_roles_from_command_lines():
     assert _role(py) == "agent.py"
     assert _role(["/venv/bin/python3.11", "-m", "jobs.annotate"]) == "python3.11"
     assert _role([]) == ""
+
+
+def test_repeat_documents_tiles_texts_with_fresh_ids():
+    table = pa.table({"doc_id": ["0", "1"], "text": ["a b", "c"]})
+    got = B.repeat_documents(table, 3)
+    assert got.column("text").to_pylist() == ["a b", "c"] * 3
+    assert got.column("doc_id").to_pylist() == [str(i) for i in range(6)]
+    assert B.repeat_documents(table, 1) is table
+    with pytest.raises(ValueError, match="--repeat"):
+        B.repeat_documents(table, 0)
+
+
+def test_skip_baselines_with_repeat_keeps_our_rows_and_their_targets(setup, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--docs", setup["docs"], "--model", setup["encoder"], "--skip-ray"]
+    args += ["--max-length", str(MAX_LENGTH), "--stride", str(STRIDE), "--dtype", "float32"]
+    args += ["--skip-baselines", "--repeat", "3", "--json", str(out)]
+    args += ["--workdir", str(tmp_path / "work")]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert [r["row"] for r in result["rows"]] == [
+        "ours: NER stage",
+        "ours: embedding stage",
+        "ours in process: NER + embedding (sum)",
+    ]
+    kept = len(setup["kept"])
+    assert result["corpus"]["docs"] == 3 * kept and result["corpus"]["repeat"] == 3
+    single = B.prepare_corpus(
+        B.load_documents(setup["docs"], None), setup["encoder"], B.BenchSettings(MAX_LENGTH, STRIDE)
+    )
+    assert result["corpus"]["window_tokens"] == 3 * single.window_tokens
+    assert "ner_vs_pipeline" not in result["checks"]
+    assert [t["target"].split()[0] for t in result["targets"]] == ["Padding"]
+    assert f"({kept} distinct, each 3 times)" in capsys.readouterr().out
