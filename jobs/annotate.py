@@ -24,6 +24,7 @@ from pipeline import schemas as S
 from pipeline.config import (
     AGGREGATIONS,
     DTYPES,
+    MAX_BLOCKS_PER_DATASET,
     MODES,
     POOLINGS,
     AnnotateConfig,
@@ -35,6 +36,14 @@ from pipeline.plan import InputError, claim_output, make_plan, skip_committed, w
 log = logging.getLogger("jobs.annotate")
 
 DEFAULT_OUTPUT = "out/annotate-sample"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,22 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("scheduling (never changes the rows produced)")
     s.add_argument(
         "--batch-tokens",
-        type=int,
+        type=positive_int,
         default=16384,
         help="token budget per forward pass, padding included; larger uses more accelerator memory",
     )
     s.add_argument(
         "--num-actors",
-        type=int,
+        type=positive_int,
         default=None,
         help="inference actors per model (default: one per GPU, or 1 on CPU)",
     )
     s.add_argument(
         "--docs-per-batch",
-        type=int,
+        type=positive_int,
         default=None,
         help="documents per Ray Data batch between stages (default: 64 on CPUs, so that the "
         "models' actors overlap; 512 with GPUs, so that passes are large)",
+    )
+    s.add_argument(
+        "--blocks-per-dataset",
+        type=positive_int,
+        default=MAX_BLOCKS_PER_DATASET,
+        help="shards run as successive Ray datasets of at most this many batches: Ray Data "
+        "keeps every batch's statistics in the driver until its dataset ends (about 0.15 MiB "
+        "a batch); larger restarts the actors less often, smaller caps driver memory lower",
     )
     s.add_argument(
         "--dtype", choices=DTYPES, default="auto", help="auto: float32 on CPU, bfloat16 on GPU"
@@ -207,6 +224,7 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         num_actors=args.num_actors,
         batch_tokens=args.batch_tokens,
         docs_per_batch=args.docs_per_batch,
+        max_blocks_per_dataset=args.blocks_per_dataset,
     )
     return cfg, sched
 

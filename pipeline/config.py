@@ -58,6 +58,11 @@ class AnnotateConfig:
 # batches big enough that sorting windows by length fills large passes.
 CPU_DOCS_PER_BATCH = 64
 GPU_DOCS_PER_BATCH = 512
+# Ray Data keeps statistics for every block a dataset has produced in the driver until
+# the dataset is done (ray-project/ray#66016): about 0.15 MiB a block measured here.
+# Shards are therefore run as several datasets of at most this many blocks, which caps
+# the driver's growth; each dataset starts its actors afresh (model loads, seconds).
+MAX_BLOCKS_PER_DATASET = 1000
 
 
 @dataclass(frozen=True)
@@ -68,5 +73,6 @@ class Scheduling:
     batch_tokens: int = 16384  # token budget per forward pass (padded tokens)
     docs_per_batch: int | None = None  # per Ray Data batch; None = the device default above
     tokenizer_actors: int = 1
+    max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     extra: dict[str, Any] = field(default_factory=dict)

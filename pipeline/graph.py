@@ -21,7 +21,7 @@ from pipeline.config import (
     AnnotateConfig,
     Scheduling,
 )
-from pipeline.plan import RunPlan
+from pipeline.plan import RunPlan, Shard
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, read_shard
@@ -90,13 +90,22 @@ def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     return out
 
 
-def build_dataset(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> ray.data.Dataset:
-    todo = [{"shard": s.uri, "key": s.key} for s in rp.todo]
+def docs_per_batch(sched: Scheduling) -> int:
+    """Documents per Ray Data batch: the one asked for, else the device default."""
+    if sched.docs_per_batch:
+        return sched.docs_per_batch
+    gpus = ray.cluster_resources().get("GPU", 0)
+    return GPU_DOCS_PER_BATCH if gpus else CPU_DOCS_PER_BATCH
+
+
+def build_dataset(
+    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, shards: list[Shard] | None = None
+) -> ray.data.Dataset:
+    """The dataset that processes ``shards`` (default: every shard still to do)."""
+    todo = [{"shard": s.uri, "key": s.key} for s in (rp.todo if shards is None else shards)]
     n_models = len(rp.models)
     n_actors, resources, threads = _actor_args(sched, n_models)
-    per_batch = sched.docs_per_batch or (
-        GPU_DOCS_PER_BATCH if resources["num_gpus"] else CPU_DOCS_PER_BATCH
-    )
+    per_batch = docs_per_batch(sched)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
@@ -190,8 +199,14 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
         if n == 0:
             pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta)] = uri
     stopped = ""
-    if any(n > 0 for n in expected.values()):
-        ds = build_dataset(rp, cfg, sched)
+    per_batch = docs_per_batch(sched)
+    groups = plan.shard_groups(rp.todo, per_batch, sched.max_blocks_per_dataset)
+    for i, group in enumerate(groups):
+        if stopped:
+            break
+        if len(groups) > 1:
+            log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
+        ds = build_dataset(rp, cfg, sched, group)
         try:
             for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in out.to_pylist():

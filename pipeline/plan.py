@@ -35,6 +35,27 @@ class Shard:
     n_rows: int
 
 
+def shard_groups(shards: list[Shard], docs_per_block: int, max_blocks: int) -> list[list[Shard]]:
+    """``shards`` in order, cut into consecutive groups of at most ``max_blocks`` blocks of
+    ``docs_per_block`` documents (a shard with more blocks is a group alone). Zero-row
+    shards are left out: they have no documents to run."""
+    groups: list[list[Shard]] = []
+    current: list[Shard] = []
+    blocks = 0
+    for shard in shards:
+        if shard.n_rows == 0:
+            continue
+        need = -(-shard.n_rows // docs_per_block)
+        if current and blocks + need > max_blocks:
+            groups.append(current)
+            current, blocks = [], 0
+        current.append(shard)
+        blocks += need
+    if current:
+        groups.append(current)
+    return groups
+
+
 @dataclass
 class RunPlan:
     models: dict[str, ModelInfo]

@@ -90,12 +90,15 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     refused = run_job(*args[:-6], "--embed-model", str(other), "--max-length", "24")
     assert refused.returncode == 2
     assert "another configuration" in refused.stderr
-    # ... unless asked to overwrite: the new generation replaces the old one once complete
+    # ... unless asked to overwrite: the new generation replaces the old one once complete;
+    # this run also goes as three datasets (three blocks of two documents a shard)
     old_vectors = read_table(out, "documents").column("embedding").to_pylist()
     replaced = run_job(
-        *args[:-6], "--embed-model", str(other), "--max-length", "24", "--mode", "overwrite"
-    )
+        *args[:-6], "--embed-model", str(other), "--max-length", "24", "--mode", "overwrite",
+        *["--docs-per-batch", "2", "--blocks-per-dataset", "3"],
+    )  # fmt: skip
     assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert "dataset 3 of 3: 1 shards" in replaced.stderr
     run = read_run(out)
     assert run["shards"]["done"] == 3 and run["config"]["output_uri"] == out
     assert run["models"]["embed"]["local_dir"] == str(other)

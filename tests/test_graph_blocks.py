@@ -1,4 +1,5 @@
-"""The dataset graph cuts a shard into blocks of the batch size, on a real local Ray."""
+"""The dataset graph cuts a shard into blocks of the batch size (on a real local Ray),
+and runs shards as datasets of a bounded number of blocks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import ray
 
 from pipeline import graph
+from pipeline.plan import Shard, shard_groups
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +33,15 @@ def test_a_shard_becomes_blocks_of_the_batch_size(local_ray) -> None:
     cut = graph._blocks_of(_one_shard(), 10).materialize()
     assert cut.num_blocks() == 3
     assert sorted(cut.to_pandas()["doc"].tolist()) == list(range(30))
+
+
+def test_shards_are_grouped_into_datasets_of_at_most_max_blocks() -> None:
+    rows = {"a": 10, "b": 0, "c": 3, "d": 4, "e": 25, "f": 1}
+    shards = [Shard(f"s3://x/{k}", k, n) for k, n in rows.items()]
+    groups = shard_groups(shards, docs_per_block=4, max_blocks=3)
+    # blocks: a 3, c 1, d 1, e 7 (over the cap: alone), f 1; b has no rows
+    assert [[s.key for s in g] for g in groups] == [["a"], ["c", "d"], ["e"], ["f"]]
+    assert shard_groups(shards, docs_per_block=4, max_blocks=100) == [
+        [s for s in shards if s.n_rows]
+    ]
+    assert shard_groups([Shard("u", "k", 0)], 4, 3) == []
