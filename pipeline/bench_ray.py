@@ -139,7 +139,7 @@ def _role(cmdline: list[str]) -> str:
     if not cmdline:
         return ""
     if cmdline[0].startswith("ray::"):
-        return " ".join(cmdline[:1])
+        return cmdline[0]
     script = next((a for a in cmdline[1:4] if a.endswith(".py")), None)
     return Path(script or cmdline[0].split()[0]).name
 

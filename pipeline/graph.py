@@ -99,13 +99,12 @@ def docs_per_batch(sched: Scheduling) -> int:
 
 
 def build_dataset(
-    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, shards: list[Shard] | None = None
+    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, shards: list[Shard], per_batch: int
 ) -> ray.data.Dataset:
-    """The dataset that processes ``shards`` (default: every shard still to do)."""
-    todo = [{"shard": s.uri, "key": s.key} for s in (rp.todo if shards is None else shards)]
+    """The dataset that processes ``shards`` in Ray Data batches of ``per_batch`` documents."""
+    todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
     n_actors, resources, threads = _actor_args(sched, n_models)
-    per_batch = docs_per_batch(sched)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
@@ -206,7 +205,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             break
         if len(groups) > 1:
             log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
-        ds = build_dataset(rp, cfg, sched, group)
+        ds = build_dataset(rp, cfg, sched, group, per_batch)
         try:
             for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in out.to_pylist():
