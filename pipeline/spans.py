@@ -48,17 +48,37 @@ class LabelScheme:
         return cls(tuple(tags), tag_of, is_begin, is_outside)
 
 
+# Every code point for which ``str.isspace`` is true (the test checks all of Unicode).
+WHITESPACE = np.array(
+    [0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680]
+    + list(range(0x2000, 0x200B))
+    + [0x2028, 0x2029, 0x202F, 0x205F, 0x3000],
+    dtype=np.uint32,
+)
+# A lookup table over code points up to the last whitespace one; higher ones clip to
+# its final entry (0x3001, not whitespace).
+_IS_SPACE = np.zeros(int(WHITESPACE.max()) + 2, dtype=bool)
+_IS_SPACE[WHITESPACE] = True
+
+
 @dataclass(frozen=True)
 class Spans:
-    """Entities of one document: character offsets (end exclusive), label, score."""
+    """Entities of one document: character offsets (end exclusive), entity type (an
+    index into ``tags``), score. Arrays, so that a batch's spans become Arrow columns
+    without a Python object per entity."""
 
-    start: np.ndarray
-    end: np.ndarray
-    label: list[str]
-    score: np.ndarray
+    start: np.ndarray  # int32
+    end: np.ndarray  # int32
+    tag: np.ndarray  # int32 index into tags
+    tags: tuple[str, ...]
+    score: np.ndarray  # float32
+
+    @property
+    def label(self) -> list[str]:
+        return [self.tags[t] for t in self.tag.tolist()]
 
     def __len__(self) -> int:
-        return len(self.label)
+        return len(self.start)
 
 
 def _word_starts(word_ids: np.ndarray) -> np.ndarray:
@@ -123,7 +143,8 @@ def decode_spans(
     Offsets are characters of ``text``, trimmed of surrounding whitespace.
     """
     if len(token_label) == 0:
-        return Spans(np.zeros(0, np.int32), np.zeros(0, np.int32), [], np.zeros(0, np.float32))
+        empty = np.zeros(0, np.int32)
+        return Spans(empty, empty, empty, scheme.tags, np.zeros(0, np.float32))
     label, score, first_tok, last_tok = aggregate_words(
         token_label, token_score, word_ids, strategy, probs
     )
@@ -134,23 +155,35 @@ def decode_spans(
     g_last = np.append(g_start[1:] - 1, len(label) - 1)
     g_score = np.add.reduceat(score.astype(np.float64), g_start) / (g_last - g_start + 1)
     keep = ~scheme.is_outside[label[g_start]]
-    starts = tok_starts[first_tok[g_start[keep]]]
-    ends = tok_ends[last_tok[g_last[keep]]]
-    tags = [scheme.tags[t] for t in tag[g_start[keep]]]
-    out_s, out_e, out_l, out_sc = [], [], [], []
-    for s, e, t, sc in zip(starts.tolist(), ends.tolist(), tags, g_score[keep].tolist()):
-        s, e = trim_whitespace(text, s, e)
-        if e > s:
-            out_s.append(s)
-            out_e.append(e)
-            out_l.append(t)
-            out_sc.append(sc)
+    starts = tok_starts[first_tok[g_start[keep]]].astype(np.int32)
+    ends = tok_ends[last_tok[g_last[keep]]].astype(np.int32)
+    starts, ends = trim_spans(text, starts, ends)
+    nonempty = ends > starts
     return Spans(
-        np.asarray(out_s, np.int32),
-        np.asarray(out_e, np.int32),
-        out_l,
-        np.asarray(out_sc, np.float32),
+        starts[nonempty],
+        ends[nonempty],
+        tag[g_start[keep]][nonempty].astype(np.int32),
+        scheme.tags,
+        g_score[keep][nonempty].astype(np.float32),
     )
+
+
+def trim_spans(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`trim_whitespace` over many spans. Only spans with whitespace at an edge
+    (rare: tokenizers' offsets exclude it, except some byte-level BPE ones) take the
+    per-character path; the rest are checked on an array of the text's code points."""
+    edge = ends > starts
+    if not edge.any():
+        return starts, ends
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    top = len(_IS_SPACE) - 1
+    first, last = codes[starts[edge]], codes[ends[edge] - 1]
+    edge[edge] = _IS_SPACE[np.minimum(first, top)] | _IS_SPACE[np.minimum(last, top)]
+    if edge.any():
+        starts, ends = starts.copy(), ends.copy()
+        for i in np.flatnonzero(edge).tolist():
+            starts[i], ends[i] = trim_whitespace(text, int(starts[i]), int(ends[i]))
+    return starts, ends
 
 
 def trim_whitespace(text: str, start: int, end: int) -> tuple[int, int]:

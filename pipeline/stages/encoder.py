@@ -9,6 +9,7 @@ needed on the host. Lengths are in tokens.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ import torch
 from pipeline.batching import pack_by_token_budget
 from pipeline.families import family_of
 from pipeline.windows import window_starts
+
+# Passes queued on the device beyond the one whose outputs the host is reading: the GPU
+# keeps working while the host decodes.
+PASSES_AHEAD = 2
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -140,17 +145,16 @@ class Encoder:
         pin = self.device.type == "cuda"
         for idx in batches:
             width = -(-int(computed[idx].max()) // self.multiple_of) * self.multiple_of
-            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
+            # Filled in place in pinned memory on a GPU, so the copy to it is asynchronous.
+            ids_t = torch.full((len(idx), width), self.pad_id, dtype=torch.int64, pin_memory=pin)
+            mask_t = torch.zeros((len(idx), width), dtype=torch.int64, pin_memory=pin)
+            ids, mask = ids_t.numpy(), mask_t.numpy()
             for row, w in enumerate(idx):
                 s, n = int(plan.start[w]), int(plan.length[w])
                 tokens = doc_ids[plan.doc[w]][s : s + n]
                 ids[row, : n + extra] = np.concatenate([self.prefix, tokens, self.suffix])
                 mask[row, : n + extra] = 1
             self.padded_tokens += len(idx) * width
-            ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-            if pin:
-                ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
             yield (
                 idx,
                 ids_t.to(self.device, non_blocking=True),
@@ -161,21 +165,65 @@ class Encoder:
         self,
         doc_ids: list[np.ndarray],
         plan: WindowPlan,
-        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, ...]],
+        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
         forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        on_doc: Callable[[int, list[tuple[np.ndarray, ...]]], None] | None = None,
     ) -> list[tuple[np.ndarray, ...]]:
-        """Run every window; ``forward`` maps (ids, mask) to model output on device and
-        ``reduce`` shrinks it to host arrays. Returns reduced outputs in window order."""
+        """Run every window; ``forward`` maps (ids, mask) to model output and ``reduce``
+        shrinks it on the device to what the host needs (one row per window). Returns the
+        reduced outputs as host arrays, in window order. ``on_doc(d, outputs)`` is called
+        as soon as all of document ``d``'s windows are done (outputs in window order).
+
+        On a GPU the host never waits for a pass it has just queued: outputs are copied
+        to pinned host memory asynchronously, and the host reads a pass's outputs (and
+        finishes its documents) while the GPU runs the next ones, whose inputs it has
+        built meanwhile."""
         out: list[tuple[np.ndarray, ...] | None] = [None] * len(plan.doc)
+        left = np.bincount(plan.doc, minlength=len(doc_ids))
+        if on_doc is not None:
+            for d in np.flatnonzero(left == 0).tolist():  # no tokens, no windows
+                on_doc(d, [])
+
+        def finish(idx: np.ndarray, host: list[torch.Tensor], done: torch.cuda.Event | None):
+            if done is not None:
+                done.synchronize()
+            arrays = [t.numpy() for t in host]
+            for row, w in enumerate(idx.tolist()):
+                out[w] = tuple(a[row] for a in arrays)
+            if on_doc is None:
+                return
+            docs, counts = np.unique(plan.doc[idx], return_counts=True)
+            left[docs] -= counts
+            for d in docs[left[docs] == 0].tolist():
+                on_doc(d, [out[w] for w in plan.of_doc(d).tolist()])  # type: ignore[misc]
+
         autocast = self.dtype != torch.float32
+        queued: deque[tuple[np.ndarray, list[torch.Tensor], torch.cuda.Event | None]] = deque()
         with torch.inference_mode():
             for idx, ids, mask in self.passes(doc_ids, plan):
                 with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
                     hidden = forward(ids, mask)
-                reduced = reduce(hidden, mask)
-                for row, w in enumerate(idx.tolist()):
-                    out[w] = tuple(r[row] for r in reduced)
+                queued.append((idx, *self._to_host(reduce(hidden, mask))))
+                del hidden  # its memory serves the next pass
+                if len(queued) > PASSES_AHEAD:
+                    finish(*queued.popleft())
+            while queued:
+                finish(*queued.popleft())
         return out  # type: ignore[return-value]
+
+    def _to_host(
+        self, tensors: tuple[torch.Tensor, ...]
+    ) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+        """Start copying ``tensors`` to host memory; the event (GPU only) marks the end."""
+        if self.device.type != "cuda":
+            return list(tensors), None
+        host = []
+        for t in tensors:
+            buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.append(buf.copy_(t, non_blocking=True))
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
 
 
 def adapt_to_family(model: torch.nn.Module, max_length: int) -> tuple[int | None, int]:

@@ -10,7 +10,7 @@ from pipeline import schemas as S
 from pipeline.spans import LabelScheme, Spans, decode_spans
 from pipeline.stages.encoder import Encoder, WindowPlan
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import window_owner, window_starts
+from pipeline.windows import window_owner
 
 ROLE = "ner"
 
@@ -49,40 +49,33 @@ class NerStage:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).logits
 
-    def _reduce(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, ...]:
+    def _reduce(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Only label ids and their probabilities leave the device; full label
         # probabilities only for the `average` strategy (n_labels floats a token).
         probs = logits.float().softmax(dim=-1)
         score, label = probs.max(dim=-1)
-        out = [label.to(torch.int32).cpu().numpy(), score.cpu().numpy()]
-        if self.aggregation == "average":
-            out.append(probs.cpu().numpy())
-        return tuple(out)
+        out = (label.to(torch.int32), score)
+        return (*out, probs) if self.aggregation == "average" else out
 
-    def token_predictions(
-        self, doc_ids: list[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Per document: each token's label id, score and (for ``average``) probabilities."""
-        plan = WindowPlan.build([len(x) for x in doc_ids], self.encoder.window, self.stride)
-        outs = self.encoder.run(doc_ids, plan, self._reduce, self._forward)
-        result = []
-        n_labels = len(self.id2label)
-        for d, ids in enumerate(doc_ids):
-            n = len(ids)
-            label = np.zeros(n, dtype=np.int64)
-            score = np.zeros(n, dtype=np.float32)
-            probs = np.zeros((n, n_labels), np.float32) if self.aggregation == "average" else None
-            windows = plan.of_doc(d)
-            owner = window_owner(n, plan.start[windows], self.encoder.window)
-            for k, w in enumerate(windows.tolist()):
-                pos = np.flatnonzero(owner == k)
-                col = self.n_prefix + pos - int(plan.start[w])
-                label[pos] = outs[w][0][col]
-                score[pos] = outs[w][1][col]
-                if probs is not None:
-                    probs[pos] = outs[w][2][col]
-            result.append((label, score, probs))
-        return result
+    def doc_predictions(
+        self, n_tokens: int, starts: np.ndarray, outs: list[tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One document's token label ids, scores and (for ``average``) probabilities,
+        each token's taken from its best-placed window (``starts``: the windows' first
+        tokens, ``outs``: their reduced outputs, in window order)."""
+        label = np.zeros(n_tokens, dtype=np.int64)
+        score = np.zeros(n_tokens, dtype=np.float32)
+        average = self.aggregation == "average"
+        probs = np.zeros((n_tokens, len(self.id2label)), np.float32) if average else None
+        owner = window_owner(n_tokens, starts, self.encoder.window)
+        for k, (start, out) in enumerate(zip(starts.tolist(), outs)):
+            pos = np.flatnonzero(owner == k)
+            col = self.n_prefix + pos - start
+            label[pos] = out[0][col]
+            score[pos] = out[1][col]
+            if probs is not None:
+                probs[pos] = out[2][col]
+        return label, score, probs
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         col = lambda name: column_arrays(batch, S.tokens_column(ROLE, name))  # noqa: E731
@@ -93,29 +86,37 @@ class NerStage:
             col(S.WORD_IDS),
         )
         texts = batch.column(S.TEXT_INTERNAL).to_pylist()
-        entities = []
-        for d, (label, score, probs) in enumerate(self.token_predictions(ids)):
-            spans = decode_spans(
-                label,
-                score,
-                words[d],
-                starts[d],
-                ends[d],
-                self.scheme,
-                self.aggregation,
-                texts[d],
-                probs,
-            )
-            entities.append(spans_to_rows(spans))
-        n_windows = [len(window_starts(len(x), self.encoder.window, self.stride)) for x in ids]
-        batch = batch.append_column(S.ENTITIES, pa.array(entities, pa.list_(S.ENTITY_STRUCT)))
+        plan = WindowPlan.build([len(x) for x in ids], self.encoder.window, self.stride)
+        spans: list[Spans | None] = [None] * len(ids)
+
+        def decode(d: int, outs: list[tuple[np.ndarray, ...]]) -> None:
+            # Runs while the device computes later passes of this batch.
+            windows = plan.start[plan.of_doc(d)]
+            label, score, probs = self.doc_predictions(len(ids[d]), windows, outs)
+            spans[d] = decode_spans(
+                label, score, words[d], starts[d], ends[d], self.scheme, self.aggregation,
+                texts[d], probs,
+            )  # fmt: skip
+
+        self.encoder.run(ids, plan, self._reduce, self._forward, on_doc=decode)
+        n_windows = np.bincount(plan.doc, minlength=len(ids)).astype(np.int32)
+        batch = batch.append_column(S.ENTITIES, entities_column(spans, self.scheme.tags))
         return batch.append_column(S.N_WINDOWS_INTERNAL, pa.array(n_windows, pa.int32()))
 
 
-def spans_to_rows(spans: Spans) -> list[dict]:
-    return [
-        {S.START: s, S.END: e, S.LABEL: lab, S.SCORE: sc}
-        for s, e, lab, sc in zip(
-            spans.start.tolist(), spans.end.tolist(), spans.label, spans.score.tolist()
-        )
-    ]
+def entities_column(spans: list[Spans], tags: tuple[str, ...]) -> pa.Array:
+    """The ``list<entity>`` column of a batch, one list per document, assembled from
+    the spans' arrays (a Python object per entity would cost more than decoding it)."""
+    offsets = np.zeros(len(spans) + 1, dtype=np.int32)
+    np.cumsum([len(s) for s in spans], out=offsets[1:])
+
+    def flat(field: str, dtype: type) -> pa.Array:
+        parts = [getattr(s, field) for s in spans]
+        return pa.array(np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
+
+    labels = pa.array(tags, pa.string()).take(flat("tag", np.int32))
+    values = pa.StructArray.from_arrays(
+        [flat("start", np.int32), flat("end", np.int32), labels, flat("score", np.float32)],
+        fields=list(S.ENTITY_STRUCT),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(S.ENTITY_STRUCT))
