@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dtype", choices=DTYPES, default="auto", help="auto: float32 on CPU, bfloat16 on GPU"
     )
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each encoder: on a GPU about 10%% faster forward passes, for about "
+        "30 s more per actor start (measured on an H100, BERT-base)",
+    )
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -225,6 +231,7 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         batch_tokens=args.batch_tokens,
         docs_per_batch=args.docs_per_batch,
         max_blocks_per_dataset=args.blocks_per_dataset,
+        compile_model=args.compile,
     )
     return cfg, sched
 

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trial-docs", type=int, default=48, help="documents each pipeline batch size is tried on"
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile our stages' encoders (and the job's); compilation happens in the "
+        "warm-up, outside the timings",
+    )
     p.add_argument("--skip-ray", action="store_true", help="leave out the jobs.annotate row")
     p.add_argument(
         "--skip-baselines",
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         docs_per_batch=args.docs_per_batch,
         hf_batch_sizes=tuple(int(x) for x in args.hf_batch_sizes.split(",")),
         trial_docs=args.trial_docs,
+        compile_model=args.compile,
+        # a compiled model specialises on some shapes (one-window passes): warm up on more
+        warmup_docs=64 if args.compile else BenchSettings.warmup_docs,
     )
     model = args.model or defaults.default_embed_model()
     command = "python -m jobs.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -232,6 +232,7 @@ def annotate_args(
         *("--ner-model", ner_dir, "--embed-model", embed_dir),
         *("--max-length", str(s.max_length), "--stride", str(s.stride), "--dtype", dtype),
         *("--batch-tokens", str(s.batch_tokens), "--docs-per-batch", str(s.docs_per_batch)),
+        *(("--compile",) if s.compile_model else ()),
     ]
 
 

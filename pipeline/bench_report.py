@@ -29,7 +29,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
     if "stage_s" in r:
         notes.append(
             f"tokenize {r['tokenize_s']:.1f}s + stage {r['stage_s']:.1f}s"
-            f" (stage alone {r['stage_tokens_per_s']:,.0f} tokens/s)"
+            + (f" + rows {r['rows_s']:.1f}s" if "rows_s" in r else "")
+            + f" (stage alone {r['stage_tokens_per_s']:,.0f} tokens/s)"
         )
     if "mfu" in r:
         notes.append(f"{r['model_flop_per_s'] / 1e12:.0f} TFLOP/s, MFU {r['mfu']:.1%}")
@@ -254,7 +255,10 @@ checks compare exact (document, start, end, label). The pipeline and the job onl
 the same windows in documents that fit one window (in longer ones the pipeline's last
 window is the remainder, ours is end-aligned), so identity is checked there; agreement
 on longer documents is reported. sentence-transformers is given the text of each of the
-job's windows (whole documents it would truncate).
+job's windows (whole documents it would truncate). Our stage rows time three parts, as
+the job runs them in three kinds of actor: tokenizing, the stage itself (the inference
+actor's code: windows, forward passes, decoding; *stage alone* is its rate, and the GPU
+target's), and building the output rows (the writer's).
 """
 
 

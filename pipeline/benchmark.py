@@ -49,6 +49,7 @@ class BenchSettings:
     trial_docs: int = 48  # documents each pipeline batch size is tried on
     st_batch_size: int = 32  # sentence-transformers' default
     warmup_docs: int = 4
+    compile_model: bool = False  # torch.compile our stages' encoders (and the job's)
 
 
 @dataclass

@@ -75,4 +75,5 @@ class Scheduling:
     tokenizer_actors: int = 1
     max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
+    compile_model: bool = False  # torch.compile each encoder: faster passes, slower start
     extra: dict[str, Any] = field(default_factory=dict)

@@ -139,6 +139,7 @@ def build_dataset(
             "trust_remote_code": spec.trust_remote_code,
             "allow_pickle": cfg.allow_pickle,
             "threads": threads,
+            "compile_model": sched.compile_model,
         }
         if role == "ner":
             stage, kwargs = NerStage, {**common, "aggregation": cfg.aggregation}

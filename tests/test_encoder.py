@@ -71,7 +71,7 @@ def test_embedding_reduce_returns_one_pooled_vector_per_window(model_dirs):  # n
     np.testing.assert_allclose(vecs[1].numpy(), hidden[1, :5].mean(0).numpy(), rtol=1e-5)
 
 
-def test_bf16_autocast_keeps_the_oracle_entities(model_dirs):  # noqa: F811
+def test_bf16_keeps_the_oracle_entities(model_dirs):  # noqa: F811
     import random
 
     rng = random.Random(3)
@@ -138,3 +138,30 @@ def test_gpu_ner_gives_the_cpu_entities(model_dirs):  # noqa: F811
     key = lambda r: (r["doc_id"], r["start"], r["end"], r["label"])  # noqa: E731
     assert len(on_cpu) > 40 and list(map(key, on_gpu)) == list(map(key, on_cpu))
     np.testing.assert_allclose([r["score"] for r in on_gpu], [r["score"] for r in on_cpu], 1e-4)
+
+
+def test_compiled_encoder_gives_the_eager_entities(model_dirs):  # noqa: F811
+    # torch.compile with dynamic shapes: passes of several widths and window counts (a
+    # small budget, documents of many lengths) all reuse the compiled model.
+    import random
+
+    rng = random.Random(2)
+    texts = [sentence(rng, rng.randint(1, 60)) for _ in range(30)]
+    batch = Tokenize("ner", model_dirs["random"])(docs(texts))
+    compiled = NerStage(model_dirs["random"], 16, 4, "first", "float32", 96, compile_model=True)
+    assert compiled.encoder.model is not compiled.encoder.model._orig_mod  # really compiled
+    from pipeline.stages.write import entity_rows
+
+    got = entity_rows(compiled(batch)).to_pylist()
+    want = run_ner(model_dirs["random"], texts, max_length=16, stride=4, batch_tokens=96)
+    key = lambda r: (r["doc_id"], r["start"], r["end"], r["label"])  # noqa: E731
+    assert len(want) > 30 and list(map(key, got)) == list(map(key, want))
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], 1e-4)
+
+
+def test_compile_flag_reaches_the_scheduling():
+    from jobs.annotate import parse_args, to_config
+
+    base = ["--input", "in", "--output", "out", "--ner-model", "m"]
+    assert to_config(parse_args([*base, "--compile"]))[1].compile_model is True
+    assert to_config(parse_args(base))[1].compile_model is False

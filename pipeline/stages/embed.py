@@ -40,10 +40,11 @@ class EmbedStage:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         threads: int | None = None,
+        compile_model: bool = False,
     ) -> None:
         self.encoder = Encoder.load(
             model_dir, "embed", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
-            threads,
+            threads, compile_model,
         )  # fmt: skip
         self.model = self.encoder.model
         self.dim = int(self.model.config.hidden_size)

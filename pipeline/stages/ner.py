@@ -34,10 +34,11 @@ class NerStage:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         threads: int | None = None,
+        compile_model: bool = False,
     ) -> None:
         self.encoder = Encoder.load(
             model_dir, "ner", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
-            threads,
+            threads, compile_model,
         )  # fmt: skip
         self.model = self.encoder.model
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
