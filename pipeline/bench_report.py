@@ -258,7 +258,8 @@ on longer documents is reported. sentence-transformers is given the text of each
 job's windows (whole documents it would truncate). Our stage rows time three parts, as
 the job runs them in three kinds of actor: tokenizing, the stage itself (the inference
 actor's code: windows, forward passes, decoding; *stage alone* is its rate, and the GPU
-target's), and building the output rows (the writer's).
+target's), and building the output rows (the writer's); in tables whose notes show no
+rows part (made before 2026-11-27) the stage time includes it.
 """
 
 
