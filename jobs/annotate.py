@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference actors per model (default: one per GPU, or 1 on CPU)",
     )
     s.add_argument(
+        "--tokenizer-actors",
+        type=positive_int,
+        default=None,
+        help="tokenizer actors per model (default: two per inference actor with GPUs, so "
+        "that tokenizing keeps up with the GPUs; 1 on CPU)",
+    )
+    s.add_argument(
         "--docs-per-batch",
         type=positive_int,
         default=None,
@@ -228,6 +235,7 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
     )
     sched = Scheduling(
         num_actors=args.num_actors,
+        tokenizer_actors=args.tokenizer_actors,
         batch_tokens=args.batch_tokens,
         docs_per_batch=args.docs_per_batch,
         max_blocks_per_dataset=args.blocks_per_dataset,

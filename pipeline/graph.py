@@ -73,6 +73,20 @@ def _actor_args(sched: Scheduling, n_models: int) -> tuple[int, dict[str, Any], 
     return n, {"num_gpus": 0, "num_cpus": share}, threads
 
 
+# Tokenizer actors per inference actor on GPU clusters. In process on a 16-core Xeon,
+# tokenizing 1,000 documents took 0.7-1.9 s, a BERT-base stage on an H200 0.5-1.0 s.
+GPU_TOKENIZERS_PER_ACTOR = 2
+
+
+def tokenizer_actors(sched: Scheduling, n_actors: int, gpus: int) -> int:
+    """Tokenizer actors per model: as asked; else on GPUs enough to keep every inference
+    actor fed, and on CPUs one (tokenizing is a small share of a CPU pass, and the
+    CPUs are better spent on the models)."""
+    if sched.tokenizer_actors:
+        return sched.tokenizer_actors
+    return GPU_TOKENIZERS_PER_ACTOR * n_actors if gpus else 1
+
+
 def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     """``ds`` re-cut, as it streams, into blocks of at most ``rows`` rows.
 
@@ -105,6 +119,8 @@ def build_dataset(
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
     n_actors, resources, threads = _actor_args(sched, n_models)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    n_tokenizers = tokenizer_actors(sched, n_actors, gpus)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
@@ -124,7 +140,7 @@ def build_dataset(
                 "model_dir": info.local_dir,
                 "trust_remote_code": spec.trust_remote_code,
             },
-            compute=ray.data.ActorPoolStrategy(size=sched.tokenizer_actors),
+            compute=ray.data.ActorPoolStrategy(size=n_tokenizers),
             num_cpus=LIGHT_CPUS,
             **batch,
         )

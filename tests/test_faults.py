@@ -421,8 +421,8 @@ def test_a_worker_node_removed_mid_run_the_job_completes(corpus, clean, tmp_path
         cluster.stop()
 
 
-def inference_actors(node: RayNode) -> int:
-    """How many NER and embedding actors run on ``node`` (Ray titles each actor process
+def stage_actors(node: RayNode, *stages: bytes) -> int:
+    """How many actors of these stages run on ``node`` (Ray titles each actor process
     with its stage, e.g. ``ray::MapWorker(MapBatches(NerStage))``)."""
     n = 0
     for pid in node.pids():
@@ -430,13 +430,18 @@ def inference_actors(node: RayNode) -> int:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        n += b"MapBatches(NerStage)" in cmd or b"MapBatches(EmbedStage)" in cmd
+        n += any(s in cmd for s in stages)
     return n
+
+
+def inference_actors(node: RayNode) -> int:
+    return stage_actors(node, b"MapBatches(NerStage)", b"MapBatches(EmbedStage)")
 
 
 def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, tmp_path):
     """Issue 6: a head and one worker node, two logical GPUs each; two actors per model
-    need all four GPUs, so both nodes must host inference actors; the tables are whole."""
+    need all four GPUs, so both nodes must host inference actors; the tables are whole.
+    With GPUs each model also gets two tokenizer actors per inference actor (8 in all)."""
     try:
         cluster = start_cluster(head_cpus=4, head_gpus=2)
     except RuntimeError as e:
@@ -449,12 +454,14 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
         out = str(tmp_path / "out")
         logs = tmp_path / "logs"
         args = job_args(corpus, corpus["in"], out, "--num-actors", "2")
-        seen = {"head": 0, "worker": 0}
+        seen = {"head": 0, "worker": 0, "tokenizers": 0}
 
         def placed(_: int) -> bool:
             seen["head"] = max(seen["head"], inference_actors(cluster.head))
             seen["worker"] = max(seen["worker"], inference_actors(worker))
-            return seen["head"] + seen["worker"] >= 4
+            tokenizers = sum(stage_actors(n, b"Tokenize") for n in (cluster.head, worker))
+            seen["tokenizers"] = max(seen["tokenizers"], tokenizers)
+            return seen["head"] + seen["worker"] >= 4 and seen["tokenizers"] >= 8
 
         proc = launch_until(args, logs, placed, cluster.env)
         try:
@@ -462,7 +469,7 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
         finally:
             end_session(proc)
         assert rc == 0, tail(logs)
-        assert seen == {"head": 2, "worker": 2}, seen
+        assert seen == {"head": 2, "worker": 2, "tokenizers": 8}, seen
         run = read_run(out)
         assert run["shards"] == {"total": N_SHARDS, "done": N_SHARDS, "skipped": 0, "failed": 0}
         assert_same_tables(out, clean)

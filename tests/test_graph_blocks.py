@@ -45,3 +45,19 @@ def test_shards_are_grouped_into_datasets_of_at_most_max_blocks() -> None:
         [s for s in shards if s.n_rows]
     ]
     assert shard_groups([Shard("u", "k", 0)], 4, 3) == []
+
+
+def test_tokenizers_keep_up_with_gpu_actors_and_stay_single_on_cpu() -> None:
+    from pipeline.config import Scheduling
+
+    assert graph.tokenizer_actors(Scheduling(), n_actors=4, gpus=8) == 8
+    assert graph.tokenizer_actors(Scheduling(), n_actors=1, gpus=0) == 1
+    assert graph.tokenizer_actors(Scheduling(tokenizer_actors=3), n_actors=4, gpus=8) == 3
+
+
+def test_tokenizer_actors_flag_reaches_the_scheduling() -> None:
+    from jobs.annotate import parse_args, to_config
+
+    base = ["--input", "in", "--output", "out", "--ner-model", "m"]
+    assert to_config(parse_args([*base, "--tokenizer-actors", "3"]))[1].tokenizer_actors == 3
+    assert to_config(parse_args(base))[1].tokenizer_actors is None
