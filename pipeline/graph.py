@@ -57,16 +57,18 @@ def _read_shards(batch: dict[str, Any], settings: ReadSettings, output_uri: str)
 LIGHT_CPUS = 0.25
 
 
-def _actor_args(sched: Scheduling, n_models: int) -> tuple[int, dict[str, Any], int | None]:
+def _actor_args(
+    sched: Scheduling, n_models: int, cluster: dict[str, float]
+) -> tuple[int, dict[str, Any], int | None]:
     """Actor count, resources per model actor, and torch threads: one GPU per actor when
-    the cluster has GPUs, else the CPUs left by the light stages split between models."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
+    the cluster (its ``ray.cluster_resources()``) has GPUs, else the CPUs left by the
+    light stages split between models."""
+    gpus = int(cluster.get("GPU", 0))
     if gpus:
         n = sched.num_actors or max(1, gpus // n_models)
         return n, {"num_gpus": sched.gpus_per_actor or 1, "num_cpus": 1}, None
     n = sched.num_actors or 1
-    cpus = float(resources.get("CPU", 1))
+    cpus = float(cluster.get("CPU", 1))
     light = LIGHT_CPUS * (2 + n_models)
     share = max(LIGHT_CPUS, (cpus - light) / max(1, n_models * n))
     threads = max(1, int(cpus // max(1, n_models * n)))
@@ -118,9 +120,9 @@ def build_dataset(
     """The dataset that processes ``shards`` in Ray Data batches of ``per_batch`` documents."""
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
-    n_actors, resources, threads = _actor_args(sched, n_models)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    n_tokenizers = tokenizer_actors(sched, n_actors, gpus)
+    cluster = ray.cluster_resources()
+    n_actors, resources, threads = _actor_args(sched, n_models, cluster)
+    n_tokenizers = tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(

@@ -47,8 +47,9 @@ def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  #
     plan = WindowPlan.build([len(x) for x in doc_ids], stage.encoder.window, stage.stride)
     seen: dict[int, list] = {}
 
-    def on_doc(d: int, outs: list) -> None:
+    def on_doc(d: int, windows: np.ndarray, outs: list) -> None:
         assert d not in seen, "finished twice"
+        assert windows.tolist() == plan.of_doc(d).tolist()
         seen[d] = outs
 
     outs = stage.encoder.run(doc_ids, plan, stage._reduce, stage._forward, on_doc=on_doc)

@@ -180,12 +180,13 @@ class Encoder:
         plan: WindowPlan,
         reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
         forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        on_doc: Callable[[int, list[tuple[np.ndarray, ...]]], None] | None = None,
+        on_doc: Callable[[int, np.ndarray, list[tuple[np.ndarray, ...]]], None] | None = None,
     ) -> list[tuple[np.ndarray, ...]]:
         """Run every window; ``forward`` maps (ids, mask) to model output and ``reduce``
         shrinks it on the device to what the host needs (one row per window). Returns the
-        reduced outputs as host arrays, in window order. ``on_doc(d, outputs)`` is called
-        as soon as all of document ``d``'s windows are done (outputs in window order).
+        reduced outputs as host arrays, in window order. ``on_doc(d, windows, outputs)`` is
+        called as soon as all of document ``d``'s windows are done (its window indices
+        and their outputs, in window order).
 
         On a GPU the host never waits for a pass it has just queued: outputs are copied
         to pinned host memory asynchronously, and the host reads a pass's outputs (and
@@ -193,9 +194,11 @@ class Encoder:
         built meanwhile."""
         out: list[tuple[np.ndarray, ...] | None] = [None] * len(plan.doc)
         left = np.bincount(plan.doc, minlength=len(doc_ids))
+        # Each document's window indices, in window order (one sort, not a scan a document).
+        by_doc = np.split(np.argsort(plan.doc, kind="stable"), np.cumsum(left)[:-1])
         if on_doc is not None:
             for d in np.flatnonzero(left == 0).tolist():  # no tokens, no windows
-                on_doc(d, [])
+                on_doc(d, by_doc[d], [])
 
         def finish(idx: np.ndarray, host: list[torch.Tensor], done: torch.cuda.Event | None):
             if done is not None:
@@ -208,7 +211,7 @@ class Encoder:
             docs, counts = np.unique(plan.doc[idx], return_counts=True)
             left[docs] -= counts
             for d in docs[left[docs] == 0].tolist():
-                on_doc(d, [out[w] for w in plan.of_doc(d).tolist()])  # type: ignore[misc]
+                on_doc(d, by_doc[d], [out[w] for w in by_doc[d].tolist()])  # type: ignore[misc]
 
         queued: deque[tuple[np.ndarray, list[torch.Tensor], torch.cuda.Event | None]] = deque()
         with torch.inference_mode():

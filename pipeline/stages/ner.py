@@ -90,10 +90,9 @@ class NerStage:
         plan = WindowPlan.build([len(x) for x in ids], self.encoder.window, self.stride)
         spans: list[Spans | None] = [None] * len(ids)
 
-        def decode(d: int, outs: list[tuple[np.ndarray, ...]]) -> None:
+        def decode(d: int, windows: np.ndarray, outs: list[tuple[np.ndarray, ...]]) -> None:
             # Runs while the device computes later passes of this batch.
-            windows = plan.start[plan.of_doc(d)]
-            label, score, probs = self.doc_predictions(len(ids[d]), windows, outs)
+            label, score, probs = self.doc_predictions(len(ids[d]), plan.start[windows], outs)
             spans[d] = decode_spans(
                 label, score, words[d], starts[d], ends[d], self.scheme, self.aggregation,
                 texts[d], probs,
