@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer-actors",
         type=positive_int,
         default=None,
-        help="tokenizer actors per model (default: two per inference actor with GPUs, so "
-        "that tokenizing keeps up with the GPUs; 1 on CPU)",
+        help="actors per tokenize stage; models with identical tokenizers share one stage "
+        "(default: two per inference actor with GPUs, so that tokenizing keeps up with the "
+        "GPUs; 1 on CPU)",
     )
     s.add_argument(
         "--docs-per-batch",

@@ -72,7 +72,7 @@ class Scheduling:
     num_actors: int | None = None  # per model; None = one per GPU, or 1 on CPU
     batch_tokens: int = 16384  # token budget per forward pass (padded tokens)
     docs_per_batch: int | None = None  # per Ray Data batch; None = the device default above
-    tokenizer_actors: int | None = None  # per model; None = see graph.tokenizer_actors
+    tokenizer_actors: int | None = None  # per tokenize stage; None = graph.tokenizer_actors
     max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     compile_model: bool = False  # torch.compile each encoder: faster passes, slower start

@@ -81,7 +81,7 @@ GPU_TOKENIZERS_PER_ACTOR = 2
 
 
 def tokenizer_actors(sched: Scheduling, n_actors: int, gpus: int) -> int:
-    """Tokenizer actors per model: as asked; else on GPUs enough to keep every inference
+    """Actors per tokenize stage: as asked; else on GPUs enough to keep every inference
     actor fed, and on CPUs one (tokenizing is a small share of a CPU pass, and the
     CPUs are better spent on the models)."""
     if sched.tokenizer_actors:
@@ -133,14 +133,13 @@ def build_dataset(
     )
     ds = _blocks_of(ds, per_batch)
     batch = {"batch_size": per_batch, "batch_format": "pyarrow"}
-    for role, info in rp.models.items():
-        spec = getattr(cfg, role)
+    for roles in plan.tokenizer_groups(rp.models):
         ds = ds.map_batches(
             Tokenize,
             fn_constructor_kwargs={
-                "role": role,
-                "model_dir": info.local_dir,
-                "trust_remote_code": spec.trust_remote_code,
+                "roles": roles,
+                "model_dir": rp.models[roles[0]].local_dir,
+                "trust_remote_code": getattr(cfg, roles[0]).trust_remote_code,
             },
             compute=ray.data.ActorPoolStrategy(size=n_tokenizers),
             num_cpus=LIGHT_CPUS,

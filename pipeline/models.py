@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -209,6 +210,7 @@ class ModelInfo:
     labels: dict[int, str] | None = None
     pooling: str | None = None
     dim: int | None = None
+    tokenizer_sha256: str = ""  # models with equal digests share one tokenize stage
 
 
 def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> Any:
@@ -223,6 +225,28 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> Any:
     if not tok.is_fast:
         raise ValueError(f"model {model_dir} has no fast tokenizer; offsets need tokenizer.json")
     return tok
+
+
+def backend_tokenizer(tokenizer: Any) -> Any:
+    """The Rust tokenizer behind a fast Hugging Face tokenizer, set to encode whole texts
+    exactly as ``tokenizer(texts, truncation=False)`` does, without building a Python
+    list per token that the stage would only turn into arrays again."""
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.no_truncation()
+    backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    return backend
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """sha256 of what decides the stage's output: the backend tokenizer's definition
+    (vocabulary, normaliser, pre-tokeniser, model), truncation and padding aside."""
+    backend = backend_tokenizer(tokenizer)
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    spec["encode_special_tokens"] = backend.encode_special_tokens
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def load_model(

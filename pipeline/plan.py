@@ -97,6 +97,7 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
         pooling = spec.pooling or models.default_pooling(local, spec.source)
         dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
     revision = models.model_revision(local)  # pulled copies: _provenance.json; hub: commit
+    tokenizer = models.load_tokenizer(local, spec.trust_remote_code)
     return ModelInfo(
         source=spec.source,
         local_dir=str(local),
@@ -107,7 +108,17 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
         labels=labels,
         pooling=pooling,
         dim=dim,
+        tokenizer_sha256=models.tokenizer_digest(tokenizer),
     )
+
+
+def tokenizer_groups(infos: dict[str, ModelInfo]) -> list[tuple[str, ...]]:
+    """The model roles grouped by tokenizer digest, in role order: models whose tokenizers
+    encode alike (a PubMedBERT NER model and SapBERT, say) share one tokenize stage."""
+    groups: dict[str, list[str]] = {}
+    for role, info in infos.items():
+        groups.setdefault(info.tokenizer_sha256 or role, []).append(role)
+    return [tuple(roles) for roles in groups.values()]
 
 
 def check_shards(uris: list[str], cfg: AnnotateConfig) -> tuple[dict[str, int], dict[str, str]]:

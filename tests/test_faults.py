@@ -441,7 +441,8 @@ def inference_actors(node: RayNode) -> int:
 def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, tmp_path):
     """Issue 6: a head and one worker node, two logical GPUs each; two actors per model
     need all four GPUs, so both nodes must host inference actors; the tables are whole.
-    With GPUs each model also gets two tokenizer actors per inference actor (8 in all)."""
+    The two models share one tokenizer, so one tokenize stage feeds both; with GPUs it
+    gets two tokenizer actors per inference actor (4)."""
     try:
         cluster = start_cluster(head_cpus=4, head_gpus=2)
     except RuntimeError as e:
@@ -461,7 +462,7 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
             seen["worker"] = max(seen["worker"], inference_actors(worker))
             tokenizers = sum(stage_actors(n, b"Tokenize") for n in (cluster.head, worker))
             seen["tokenizers"] = max(seen["tokenizers"], tokenizers)
-            return seen["head"] + seen["worker"] >= 4 and seen["tokenizers"] >= 8
+            return seen["head"] + seen["worker"] >= 4 and seen["tokenizers"] >= 4
 
         proc = launch_until(args, logs, placed, cluster.env)
         try:
@@ -469,7 +470,7 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
         finally:
             end_session(proc)
         assert rc == 0, tail(logs)
-        assert seen == {"head": 2, "worker": 2, "tokenizers": 8}, seen
+        assert seen == {"head": 2, "worker": 2, "tokenizers": 4}, seen
         run = read_run(out)
         assert run["shards"] == {"total": N_SHARDS, "done": N_SHARDS, "skipped": 0, "failed": 0}
         assert_same_tables(out, clean)

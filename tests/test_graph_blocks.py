@@ -61,3 +61,31 @@ def test_tokenizer_actors_flag_reaches_the_scheduling() -> None:
     base = ["--input", "in", "--output", "out", "--ner-model", "m"]
     assert to_config(parse_args([*base, "--tokenizer-actors", "3"]))[1].tokenizer_actors == 3
     assert to_config(parse_args(base))[1].tokenizer_actors is None
+
+
+def _operators(ds: ray.data.Dataset) -> list[str]:
+    """The dataset's logical operators, first to last."""
+    names, op = [], ds._logical_plan.dag
+    while op is not None:
+        names.append(op.name)
+        op = op.input_dependencies[0] if op.input_dependencies else None
+    return names[::-1]
+
+
+@pytest.mark.parametrize("digests,tokenizers", [(("t", "t"), 1), (("t", "u"), 2)])
+def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, tokenizers) -> None:
+    from pipeline.config import AnnotateConfig, ModelSpec, Scheduling
+    from pipeline.models import ModelInfo
+    from pipeline.plan import RunPlan
+
+    infos = {
+        role: ModelInfo("m", f"/models/{role}", "bert", 512, "w", None, dim=8, tokenizer_sha256=d)
+        for role, d in zip(("ner", "embed"), digests)
+    }
+    cfg = AnnotateConfig("in", "out", ModelSpec("m", "ner"), ModelSpec("m", "embed"))
+    shards = [Shard("in/a.parquet", "a", 10)]
+    rp = RunPlan(infos, {"ner": 128, "embed": 128}, shards, shards, [])
+    ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, per_batch=4))
+    assert ops.count("MapBatches(Tokenize)") == tokenizers
+    assert ops.index("MapBatches(Tokenize)") < ops.index("MapBatches(NerStage)")
+    assert ops[-3:] == ["MapBatches(NerStage)", "MapBatches(EmbedStage)", "MapBatches(StageWriter)"]

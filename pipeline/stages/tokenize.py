@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -41,40 +43,40 @@ def column_arrays(table: pa.Table, name: str, dtype=np.int64) -> list[np.ndarray
 
 
 class Tokenize:
-    """Adds ``_<role>_ids``, ``_<role>_tok_start``, ``_<role>_tok_end``, ``_<role>_word``:
-    the whole document's tokens (no special tokens, no truncation), their character
-    offsets into the original text, and their word index (-1 for none)."""
+    """Adds ``_<role>_ids``, ``_<role>_tok_start``, ``_<role>_tok_end``, ``_<role>_word``
+    for each of ``roles`` (models that share this tokenizer tokenize once): the whole
+    document's tokens (no special tokens, no truncation), their character offsets into the
+    original text, and their word index (-1 for none)."""
 
-    def __init__(self, role: str, model_dir: str, trust_remote_code: bool = False) -> None:
-        self.role = role
-        self.tokenizer = models.load_tokenizer(Path(model_dir), trust_remote_code)
+    def __init__(
+        self, roles: str | Sequence[str], model_dir: str, trust_remote_code: bool = False
+    ) -> None:
+        self.roles = (roles,) if isinstance(roles, str) else tuple(roles)
+        tokenizer = models.load_tokenizer(Path(model_dir), trust_remote_code)
+        self.backend = models.backend_tokenizer(tokenizer)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column(S.TEXT_INTERNAL).to_pylist()
         ok = pc.equal(batch.column(S.STATUS_INTERNAL), S.STATUS_OK).to_numpy(zero_copy_only=False)
         todo = [t if k else "" for t, k in zip(texts, ok)]
-        encodings = self.tokenizer(
-            todo,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            truncation=False,
-        ).encodings
+        encodings = self.backend.encode_batch(todo, add_special_tokens=False)
         ids, starts, ends, words = [], [], [], []
         for enc in encodings:
-            offsets = np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
-            ids.append(np.asarray(enc.ids, dtype=np.int32))
-            starts.append(offsets[:, 0])
-            ends.append(offsets[:, 1])
-            words.append(np.asarray([-1 if w is None else w for w in enc.word_ids], np.int32))
+            n = len(enc.ids)
+            offsets = np.fromiter(chain.from_iterable(enc.offsets), np.int32, 2 * n)
+            ids.append(np.fromiter(enc.ids, np.int32, n))
+            starts.append(offsets[0::2])
+            ends.append(offsets[1::2])
+            # None (a special or added token without a word) becomes NaN, then -1
+            word = np.array(enc.word_ids, dtype=np.float64)
+            words.append(np.nan_to_num(word, nan=-1.0).astype(np.int32))
         cols = {
-            S.TOKEN_IDS: ids,
-            S.TOKEN_STARTS: starts,
-            S.TOKEN_ENDS: ends,
-            S.WORD_IDS: words,
+            S.TOKEN_IDS: list_column(ids, pa.int32()),
+            S.TOKEN_STARTS: list_column(starts, pa.int32()),
+            S.TOKEN_ENDS: list_column(ends, pa.int32()),
+            S.WORD_IDS: list_column(words, pa.int32()),
         }
-        for name, values in cols.items():
-            batch = batch.append_column(
-                S.tokens_column(self.role, name), list_column(values, pa.int32())
-            )
+        for role in self.roles:
+            for name, column in cols.items():
+                batch = batch.append_column(S.tokens_column(role, name), column)
         return batch
