@@ -134,7 +134,7 @@ def stage_row(
     from pipeline.stages.ner import NerStage
     from pipeline.stages.write import embedding_rows, entity_rows
 
-    tok = Tokenize(role, model_dir)
+    tok = Tokenize.of_model(role, model_dir)
     if role == "ner":
         stage: Any = NerStage(
             model_dir, s.max_length, s.stride, "first", dtype, s.batch_tokens,
@@ -191,7 +191,8 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     from pipeline.stages.encoder import Encoder, WindowPlan
     from pipeline.stages.tokenize import column_arrays
 
-    ids = column_arrays(Tokenize("ner", ner_dir)(corpus.docs), S.tokens_column("ner", S.TOKEN_IDS))
+    tokens = Tokenize.of_model("ner", ner_dir)(corpus.docs)
+    ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))
     enc = Encoder.load(
         ner_dir, "ner", s.max_length, dtype, s.batch_tokens, compile_model=s.compile_model
     )

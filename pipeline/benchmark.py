@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipeline import models, storage
 from pipeline import schemas as S
-from pipeline import storage
 from pipeline.config import CPU_DOCS_PER_BATCH
 from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.read import ReadSettings, document_columns
@@ -128,11 +128,11 @@ def repeat_documents(table: pa.Table, times: int) -> pa.Table:
 
 def prepare_corpus(table: pa.Table, tokenizer_dir: str, s: BenchSettings) -> Corpus:
     docs = document_columns(table, "bench", ReadSettings("doc_id", "text", 10**9, 10**9))
-    tok = Tokenize("bench", tokenizer_dir)
-    tokens = tok(docs)
+    tok = models.load_tokenizer(Path(tokenizer_dir))
+    tokens = Tokenize("bench", models.TokenizerDef.of(tok))(docs)
     col = lambda n: column_arrays(tokens, S.tokens_column("bench", n))  # noqa: E731
     ids, starts, ends = col(S.TOKEN_IDS), col(S.TOKEN_STARTS), col(S.TOKEN_ENDS)
-    prefix, suffix = special_tokens(tok.tokenizer)
+    prefix, suffix = special_tokens(tok)
     n_special = len(prefix) + len(suffix)
     plan = WindowPlan.build([len(x) for x in ids], s.max_length - n_special, s.stride)
     return Corpus(docs, plan, n_special, starts, ends)

@@ -133,14 +133,10 @@ def build_dataset(
     )
     ds = _blocks_of(ds, per_batch)
     batch = {"batch_size": per_batch, "batch_format": "pyarrow"}
-    for roles in plan.tokenizer_groups(rp.models):
+    for roles in plan.tokenizer_groups(rp.tokenizers):
         ds = ds.map_batches(
             Tokenize,
-            fn_constructor_kwargs={
-                "roles": roles,
-                "model_dir": rp.models[roles[0]].local_dir,
-                "trust_remote_code": getattr(cfg, roles[0]).trust_remote_code,
-            },
+            fn_constructor_kwargs={"roles": roles, "tokenizer": rp.tokenizers[roles[0]]},
             compute=ray.data.ActorPoolStrategy(size=n_tokenizers),
             num_cpus=LIGHT_CPUS,
             **batch,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pyarrow as pa
 from pipeline import commit, models, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
-from pipeline.models import ModelInfo
+from pipeline.models import ModelInfo, TokenizerDef
 from pipeline.windows import effective_stride
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class RunPlan:
     skipped: list[Shard]
     failed: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
+    tokenizers: dict[str, TokenizerDef] = field(default_factory=dict)  # per model role
 
     def output_schemas(self) -> dict[str, pa.Schema]:
         dim = self.models["embed"].dim if "embed" in self.models else None
@@ -97,7 +99,6 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
         pooling = spec.pooling or models.default_pooling(local, spec.source)
         dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
     revision = models.model_revision(local)  # pulled copies: _provenance.json; hub: commit
-    tokenizer = models.load_tokenizer(local, spec.trust_remote_code)
     return ModelInfo(
         source=spec.source,
         local_dir=str(local),
@@ -108,16 +109,15 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
         labels=labels,
         pooling=pooling,
         dim=dim,
-        tokenizer_sha256=models.tokenizer_digest(tokenizer),
     )
 
 
-def tokenizer_groups(infos: dict[str, ModelInfo]) -> list[tuple[str, ...]]:
-    """The model roles grouped by tokenizer digest, in role order: models whose tokenizers
+def tokenizer_groups(tokenizers: dict[str, TokenizerDef]) -> list[tuple[str, ...]]:
+    """The model roles grouped by tokenizer, in role order: models whose tokenizers
     encode alike (a PubMedBERT NER model and SapBERT, say) share one tokenize stage."""
     groups: dict[str, list[str]] = {}
-    for role, info in infos.items():
-        groups.setdefault(info.tokenizer_sha256 or role, []).append(role)
+    for role, tok in tokenizers.items():
+        groups.setdefault(tok.sha256, []).append(role)
     return [tuple(roles) for roles in groups.values()]
 
 
@@ -177,14 +177,17 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
     if not specs:
         raise InputError("no model given: pass --ner-model and/or --embed-model")
-    infos = {}
+    infos, tokenizers = {}, {}
     for role, spec in specs.items():
         try:
-            infos[role] = resolve_model(spec, cfg.allow_pickle)
+            info = resolve_model(spec, cfg.allow_pickle)
+            tok = models.load_tokenizer(Path(info.local_dir), spec.trust_remote_code)
         except (ValueError, OSError) as exc:  # unreadable folder, unsupported pooling, ...
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"{role} model {spec.source}: {exc}") from exc
+        tokenizers[role] = models.TokenizerDef.of(tok)
+        infos[role] = replace(info, tokenizer_sha256=tokenizers[role].sha256)
     stride = {}
     for role, info in infos.items():
         n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
@@ -194,7 +197,7 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     keys = [s.key for s in shards]
     if len(set(keys)) != len(keys):
         raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
-    return RunPlan(infos, stride, shards, list(shards), [], failed, fp)
+    return RunPlan(infos, stride, shards, list(shards), [], failed, fp, tokenizers)
 
 
 def skip_committed(rp: RunPlan, output_uri: str) -> None:

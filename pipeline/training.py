@@ -100,7 +100,7 @@ def tokenize_docs(docs: pa.Table, model_dir: str, trust_remote_code: bool) -> pa
     """The job's document columns and token columns for ``docs``, in one batch."""
     settings = ReadSettings(S.DOC_ID, S.TEXT, max_chars=1_000_000, docs_per_batch=docs.num_rows)
     batch = document_columns(docs, "train", settings)
-    return Tokenize(ROLE, model_dir, trust_remote_code)(batch)
+    return Tokenize.of_model(ROLE, model_dir, trust_remote_code)(batch)
 
 
 def doc_labels(

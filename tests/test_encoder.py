@@ -78,7 +78,7 @@ def test_bf16_keeps_the_oracle_entities(model_dirs):  # noqa: F811
     rng = random.Random(3)
     texts = [sentence(rng, 30) for _ in range(8)]
     fp32 = run_ner(model_dirs["oracle"], texts, max_length=16, stride=4)
-    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
     stage = NerStage(model_dirs["oracle"], 16, 4, "first", "bfloat16", 512)
     assert stage.encoder.dtype == torch.bfloat16
     from pipeline.stages.write import entity_rows
@@ -94,7 +94,7 @@ def test_gpu_matches_cpu(model_dirs):  # noqa: F811
 
     rng = random.Random(5)
     texts = [sentence(rng, rng.randint(5, 80)) for _ in range(32)]
-    batch = Tokenize("embed", model_dirs["encoder"])(docs(texts))
+    batch = Tokenize.of_model("embed", model_dirs["encoder"])(docs(texts))
     gpu = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "float32", 512)
     assert gpu.encoder.device.type == "cuda" and gpu.encoder.multiple_of == 8
     assert next(gpu.model.parameters()).is_cuda
@@ -127,7 +127,7 @@ def test_gpu_ner_gives_the_cpu_entities(model_dirs):  # noqa: F811
 
     rng = random.Random(11)
     texts = [sentence(rng, rng.randint(5, 120)) for _ in range(40)]
-    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
     gpu = NerStage(model_dirs["oracle"], 16, 4, "first", "float32", 64)
     assert gpu.encoder.device.type == "cuda"
     from pipeline.stages.write import entity_rows
@@ -148,7 +148,7 @@ def test_compiled_encoder_gives_the_eager_entities(model_dirs):  # noqa: F811
 
     rng = random.Random(2)
     texts = [sentence(rng, rng.randint(1, 60)) for _ in range(30)]
-    batch = Tokenize("ner", model_dirs["random"])(docs(texts))
+    batch = Tokenize.of_model("ner", model_dirs["random"])(docs(texts))
     compiled = NerStage(model_dirs["random"], 16, 4, "first", "float32", 96, compile_model=True)
     assert compiled.encoder.model is not compiled.encoder.model._orig_mod  # really compiled
     from pipeline.stages.write import entity_rows

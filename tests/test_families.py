@@ -255,7 +255,8 @@ def test_bigbird_keeps_block_sparse_attention_after_a_short_pass(family_dirs):
     long_text = family_texts(7)[0]
 
     def vectors(stage: EmbedStage, texts: list[str]) -> list:
-        return stage(Tokenize("embed", path)(docs(texts))).column(S.DOC_EMBEDDING).to_pylist()
+        out = stage(Tokenize.of_model("embed", path)(docs(texts)))
+        return out.column(S.DOC_EMBEDDING).to_pylist()
 
     fresh = EmbedStage(path, 1024, 16, "mean", True, "float32", 4096)
     want = vectors(fresh, [long_text])[0]
@@ -298,7 +299,7 @@ def test_bfloat16_on_gpu_agrees_with_float32(family_dirs, name):
     texts = family_texts(9)
     window = FAMILIES[name].expected_window
     path = family_dirs[name]["embed"]
-    batch = Tokenize("embed", path)(docs(texts))
+    batch = Tokenize.of_model("embed", path)(docs(texts))
     f32 = EmbedStage(path, window, 16, "mean", True, "float32", 4 * window)
     b16 = EmbedStage(path, window, 16, "mean", True, "auto", 4 * window)
     param = next(b16.model.parameters())
@@ -308,7 +309,7 @@ def test_bfloat16_on_gpu_agrees_with_float32(family_dirs, name):
     assert (want * got).sum(axis=1).min() > 0.99
     ner_path = family_dirs[name]["ner"]
     ner = NerStage(ner_path, window, 16, "first", "auto", 4 * window)
-    ents = entity_rows(ner(Tokenize("ner", ner_path)(docs(texts)))).to_pylist()
+    ents = entity_rows(ner(Tokenize.of_model("ner", ner_path)(docs(texts)))).to_pylist()
     check_entities(ents, {f"d{i}": t for i, t in enumerate(texts)})
 
 

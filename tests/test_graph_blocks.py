@@ -72,20 +72,19 @@ def _operators(ds: ray.data.Dataset) -> list[str]:
     return names[::-1]
 
 
-@pytest.mark.parametrize("digests,tokenizers", [(("t", "t"), 1), (("t", "u"), 2)])
-def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, tokenizers) -> None:
+@pytest.mark.parametrize("digests,n_stages", [(("t", "t"), 1), (("t", "u"), 2)])
+def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) -> None:
     from pipeline.config import AnnotateConfig, ModelSpec, Scheduling
-    from pipeline.models import ModelInfo
+    from pipeline.models import ModelInfo, TokenizerDef
     from pipeline.plan import RunPlan
 
-    infos = {
-        role: ModelInfo("m", f"/models/{role}", "bert", 512, "w", None, dim=8, tokenizer_sha256=d)
-        for role, d in zip(("ner", "embed"), digests)
-    }
+    roles = ("ner", "embed")
+    infos = {r: ModelInfo("m", f"/models/{r}", "bert", 512, "w", None, dim=8) for r in roles}
+    tokenizers = {r: TokenizerDef(f'{{"vocab": "{d}"}}') for r, d in zip(roles, digests)}
     cfg = AnnotateConfig("in", "out", ModelSpec("m", "ner"), ModelSpec("m", "embed"))
     shards = [Shard("in/a.parquet", "a", 10)]
-    rp = RunPlan(infos, {"ner": 128, "embed": 128}, shards, shards, [])
+    rp = RunPlan(infos, {r: 128 for r in roles}, shards, shards, [], tokenizers=tokenizers)
     ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, per_batch=4))
-    assert ops.count("MapBatches(Tokenize)") == tokenizers
+    assert ops.count("MapBatches(Tokenize)") == n_stages
     assert ops.index("MapBatches(Tokenize)") < ops.index("MapBatches(NerStage)")
     assert ops[-3:] == ["MapBatches(NerStage)", "MapBatches(EmbedStage)", "MapBatches(StageWriter)"]

@@ -35,7 +35,7 @@ def docs(texts: list) -> pa.Table:
 
 
 def run_ner(model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512):
-    batch = Tokenize("ner", model_dir)(docs(texts))
+    batch = Tokenize.of_model("ner", model_dir)(docs(texts))
     stage = NerStage(model_dir, max_length, stride, aggregation, "float32", batch_tokens)
     return entity_rows(stage(batch)).to_pylist()
 
@@ -109,7 +109,7 @@ def test_entities_at_window_edges_are_neither_cut_nor_duplicated(model_dirs):
 
 
 def test_bad_documents_yield_no_entities_but_keep_their_rows(model_dirs):
-    batch = Tokenize("ner", model_dirs["oracle"])(docs(["aspirin", "", None, "   "]))
+    batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(["aspirin", "", None, "   "]))
     out = NerStage(model_dirs["oracle"], 32, 8, "first", "float32", 512)(batch)
     assert out.num_rows == 4
     assert out.column(S.STATUS_INTERNAL).to_pylist() == ["ok", "empty", "empty", "empty"]
@@ -121,7 +121,7 @@ def test_ner_only_documents_count_the_ner_windows(model_dirs):
     # tokens and the last one ends at the document's end, so n > 6 tokens take
     # ceil((n - 6) / 4) + 1 windows, a shorter document one, an empty one none.
     texts = ["aspirin", "", " ".join(["the diabetes mellitus"] * 7), "heparin " * 9]
-    batch = Tokenize("ner", model_dirs["oracle"])(docs(texts))
+    batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
     out = NerStage(model_dirs["oracle"], 8, 2, "first", "float32", 512)(batch)
     rows = document_rows(out, "ner", None)
     n_tokens = rows.column(S.N_TOKENS).to_pylist()
@@ -131,7 +131,7 @@ def test_ner_only_documents_count_the_ner_windows(model_dirs):
 
 
 def embed(model_dir, texts, max_length=32, stride=8, batch_tokens=512, pooling="mean"):
-    batch = Tokenize("embed", model_dir)(docs(texts))
+    batch = Tokenize.of_model("embed", model_dir)(docs(texts))
     stage = EmbedStage(model_dir, max_length, stride, pooling, True, "float32", batch_tokens)
     return stage(batch)
 
@@ -151,7 +151,7 @@ def test_document_vector_is_the_token_weighted_mean_of_windows(model_dirs):
     out = embed(model_dirs["encoder"], [text], max_length=16, stride=4)
     # un-normalised window vectors, recomputed independently through the stage API
     stage = EmbedStage(model_dirs["encoder"], 16, 4, "mean", False, "float32", 512)
-    raw = stage(Tokenize("embed", model_dirs["encoder"])(docs([text])))
+    raw = stage(Tokenize.of_model("embed", model_dirs["encoder"])(docs([text])))
     chunks = embedding_rows(raw, 32).to_pylist()
     assert len(chunks) > 3
     vecs = np.array([c["embedding"] for c in chunks])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import family_models as fm
@@ -12,7 +15,6 @@ import pytest
 
 from pipeline import defaults, models
 from pipeline import schemas as S
-from pipeline.models import ModelInfo
 from pipeline.plan import tokenizer_groups
 from pipeline.stages.tokenize import Tokenize, column_arrays
 
@@ -60,7 +62,7 @@ def test_stage_gives_what_the_tokenizer_call_gives(tokenizer_dirs, kind) -> None
     call, texts far beyond the window and literal special-token strings included."""
     tok = models.load_tokenizer(Path(tokenizer_dirs[kind]))
     sample = texts()
-    out = Tokenize("ner", tokenizer_dirs[kind])(batch_of(sample))
+    out = Tokenize.of_model("ner", tokenizer_dirs[kind])(batch_of(sample))
     ref = tok(sample, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
     got = {
         name: column_arrays(out, S.tokens_column("ner", name))
@@ -78,7 +80,7 @@ def test_stage_gives_what_the_tokenizer_call_gives(tokenizer_dirs, kind) -> None
 
 def test_shared_tokenizer_fills_every_role_and_skips_bad_rows(tokenizer_dirs) -> None:
     sample = ["good text here", "patient text of a bad row", "more"]
-    out = Tokenize(("ner", "embed"), tokenizer_dirs["wordpiece-uncased"])(
+    out = Tokenize.of_model(("ner", "embed"), tokenizer_dirs["wordpiece-uncased"])(
         batch_of(sample, ok=[True, False, True])
     )
     for name in (S.TOKEN_IDS, S.TOKEN_STARTS, S.TOKEN_ENDS, S.WORD_IDS):
@@ -88,28 +90,51 @@ def test_shared_tokenizer_fills_every_role_and_skips_bad_rows(tokenizer_dirs) ->
     assert lengths[1] == 0 and lengths[0] > 0 and lengths[2] > 0
 
 
+def definition(model_dir: str | Path) -> models.TokenizerDef:
+    return models.TokenizerDef.of(models.load_tokenizer(Path(model_dir)))
+
+
 def test_digest_tells_tokenizers_apart_and_ignores_truncation(tokenizer_dirs, tmp_path) -> None:
-    digests = {
-        kind: models.tokenizer_digest(models.load_tokenizer(Path(d)))
-        for kind, d in tokenizer_dirs.items()
-    }
+    digests = {kind: definition(d).sha256 for kind, d in tokenizer_dirs.items()}
     assert len(set(digests.values())) == len(digests)  # cased vs uncased included
-    # the same tokenizer written again elsewhere, and one set to truncate and pad
-    fm.wordpiece_uncased(tmp_path / "again")
-    again = models.load_tokenizer(tmp_path / "again")
-    assert models.tokenizer_digest(again) == digests["wordpiece-uncased"]
-    again.backend_tokenizer.enable_truncation(max_length=16)
-    again.backend_tokenizer.enable_padding(length=16)
-    assert models.tokenizer_digest(again) == digests["wordpiece-uncased"]
+    # the same tokenizer written again elsewhere, and one saved to truncate and pad
+    tok = fm.wordpiece_uncased(tmp_path / "again")
+    assert definition(tmp_path / "again").sha256 == digests["wordpiece-uncased"]
+    tok.backend_tokenizer.enable_truncation(max_length=16)
+    tok.backend_tokenizer.enable_padding(length=16)
+    tok.save_pretrained(str(tmp_path / "truncating"))
+    assert definition(tmp_path / "truncating").sha256 == digests["wordpiece-uncased"]
+    # splitting literal special-token strings encodes differently: another digest
+    split = models.load_tokenizer(tmp_path / "again")
+    split.split_special_tokens = True
+    assert models.TokenizerDef.of(split).sha256 != digests["wordpiece-uncased"]
 
 
-def info(digest: str) -> ModelInfo:
-    return ModelInfo("src", "/m", "bert", 512, "w", None, tokenizer_sha256=digest)
+def test_actors_rebuild_the_tokenizer_without_transformers(tokenizer_dirs) -> None:
+    """The definition the driver hands the actors builds in a process that never imports
+    transformers or torch, and encodes as the model folder's tokenizer does."""
+    tok = definition(tokenizer_dirs["minilm"])
+    code = (
+        "import sys, pickle; from pipeline.stages.tokenize import Tokenize\n"
+        "stage = Tokenize('ner', pickle.loads(sys.stdin.buffer.read()))\n"
+        "enc = stage.backend.encode('Crohn disease [SEP] 5 mg', add_special_tokens=False)\n"
+        "print(enc.ids, enc.offsets, 'transformers' in sys.modules, 'torch' in sys.modules)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(tok), capture_output=True, check=True
+    )
+    ref = models.load_tokenizer(Path(tokenizer_dirs["minilm"]))(
+        "Crohn disease [SEP] 5 mg", add_special_tokens=False, return_offsets_mapping=True
+    )
+    want = f"{ref['input_ids']} {[tuple(o) for o in ref['offset_mapping']]} False False"
+    assert res.stdout.decode().strip() == want
 
 
 def test_models_with_one_tokenizer_share_a_group() -> None:
-    assert tokenizer_groups({"ner": info("a"), "embed": info("a")}) == [("ner", "embed")]
-    assert tokenizer_groups({"ner": info("a"), "embed": info("b")}) == [("ner",), ("embed",)]
-    assert tokenizer_groups({"embed": info("a")}) == [("embed",)]
-    # an unknown digest never joins another model's stage
-    assert tokenizer_groups({"ner": info(""), "embed": info("")}) == [("ner",), ("embed",)]
+    a, b = models.TokenizerDef('{"a": 1}'), models.TokenizerDef('{"b": 1}')
+    assert tokenizer_groups({"ner": a, "embed": a}) == [("ner", "embed")]
+    assert tokenizer_groups({"ner": a, "embed": b}) == [("ner",), ("embed",)]
+    assert tokenizer_groups({"embed": a}) == [("embed",)]
+    # the same definition with special-token splitting on is another tokenizer
+    split = models.TokenizerDef('{"a": 1}', split_special_tokens=True)
+    assert tokenizer_groups({"ner": a, "embed": split}) == [("ner",), ("embed",)]

@@ -33,7 +33,7 @@ table = B.load_documents(docs_uri, limit)
 docs = document_columns(table, "x", ReadSettings("doc_id", "text", 10**9, 10**9))
 batches = {}
 for role, d in (("ner", ner_dir), ("embed", embed_dir)):
-    t = Tokenize(role, d)
+    t = Tokenize.of_model(role, d)
     batches[role] = [t(docs.slice(i, 512)) for i in range(0, docs.num_rows, 512)]
 
 sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)

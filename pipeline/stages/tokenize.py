@@ -48,12 +48,17 @@ class Tokenize:
     document's tokens (no special tokens, no truncation), their character offsets into the
     original text, and their word index (-1 for none)."""
 
-    def __init__(
-        self, roles: str | Sequence[str], model_dir: str, trust_remote_code: bool = False
-    ) -> None:
+    def __init__(self, roles: str | Sequence[str], tokenizer: models.TokenizerDef) -> None:
         self.roles = (roles,) if isinstance(roles, str) else tuple(roles)
-        tokenizer = models.load_tokenizer(Path(model_dir), trust_remote_code)
-        self.backend = models.backend_tokenizer(tokenizer)
+        self.backend = tokenizer.build()
+
+    @classmethod
+    def of_model(
+        cls, roles: str | Sequence[str], model_dir: str, trust_remote_code: bool = False
+    ) -> Tokenize:
+        """The stage for a model folder's tokenizer (in process: training, benchmark)."""
+        tok = models.load_tokenizer(Path(model_dir), trust_remote_code)
+        return cls(roles, models.TokenizerDef.of(tok))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column(S.TEXT_INTERNAL).to_pylist()
