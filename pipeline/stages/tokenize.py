@@ -67,9 +67,10 @@ class Tokenize:
         encodings = self.backend.encode_batch(todo, add_special_tokens=False)
         ids, starts, ends, words = [], [], [], []
         for enc in encodings:
-            n = len(enc.ids)
+            token_ids = enc.ids  # each Encoding attribute read builds a new Python list
+            n = len(token_ids)
             offsets = np.fromiter(chain.from_iterable(enc.offsets), np.int32, 2 * n)
-            ids.append(np.fromiter(enc.ids, np.int32, n))
+            ids.append(np.fromiter(token_ids, np.int32, n))
             starts.append(offsets[0::2])
             ends.append(offsets[1::2])
             # None (a special or added token without a word) becomes NaN, then -1
