@@ -224,6 +224,13 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool = False) -> Any:
     )
     if not tok.is_fast:
         raise ValueError(f"model {model_dir} has no fast tokenizer; offsets need tokenizer.json")
+    # A folder without tokenizer files still loads: as an empty tokenizer that turns every
+    # word into the unknown token, which would annotate a corpus with nothing, silently.
+    if len(tok.get_vocab()) <= len(set(tok.all_special_tokens)):
+        raise ValueError(
+            f"model {model_dir} has no tokenizer vocabulary (tokenizer.json, vocab.txt, "
+            "vocab.json or a SentencePiece model); copy the checkpoint's tokenizer files"
+        )
     return tok
 
 

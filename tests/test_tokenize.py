@@ -138,3 +138,24 @@ def test_models_with_one_tokenizer_share_a_group() -> None:
     # the same definition with special-token splitting on is another tokenizer
     split = models.TokenizerDef('{"a": 1}', split_special_tokens=True)
     assert tokenizer_groups({"ner": a, "embed": split}) == [("ner",), ("embed",)]
+
+
+def test_a_model_without_a_tokenizer_stops_the_plan_before_any_work(tmp_path) -> None:
+    """A folder without tokenizer files loads in transformers as an empty tokenizer that
+    maps every word to [UNK]; the driver refuses it while planning, before Ray starts."""
+    import pyarrow.parquet as pq
+    import tiny_models as tm
+
+    from pipeline.config import AnnotateConfig, ModelSpec
+    from pipeline.plan import InputError, make_plan
+
+    model = tm.write_random_encoder(tmp_path / "encoder")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (model / name).unlink(missing_ok=True)
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"doc_id": ["a"], "text": ["fever"]}), tmp_path / "in" / "p.parquet")
+    cfg = AnnotateConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), embed=ModelSpec(str(model), "embed")
+    )
+    with pytest.raises(InputError, match=f"embed model {model}.*no tokenizer vocabulary"):
+        make_plan(cfg)
