@@ -82,8 +82,7 @@ class Corpus:
     def window_texts(self) -> list[str]:
         """Each window's text: from its first token's start to its last token's end."""
         texts, out = self.texts, []
-        for d in range(self.docs.num_rows):
-            ws = self.windows.of_doc(d)
+        for d, ws in enumerate(self.windows.windows_by_doc(self.docs.num_rows)):
             if len(ws) == 0:
                 continue
             a, b, _ = window_char_spans(

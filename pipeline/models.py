@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,7 @@ class TokenizerDef:
         backend.encode_special_tokens = self.split_special_tokens
         return backend
 
-    @property
+    @cached_property  # the definition is hundreds of kB of JSON
     def sha256(self) -> str:
         """Equal for tokenizers that encode alike (vocabulary, normaliser, pre-tokeniser,
         model), wherever their files lie."""

@@ -26,6 +26,15 @@ def test_window_plan_lists_every_window_of_every_document():
     assert plan.start.tolist() == [0, 0, 6, 12, 13]
     assert plan.length.tolist() == [5, 10, 10, 10, 10]
     assert plan.of_doc(0).tolist() == [] and plan.of_doc(2).tolist() == [1, 2, 3, 4]
+    assert [w.tolist() for w in plan.windows_by_doc(4)] == [[], [0], [1, 2, 3, 4], []]
+
+
+def test_windows_by_doc_equals_a_scan_per_document():
+    rng = np.random.default_rng(4)
+    plan = WindowPlan.build(rng.integers(0, 300, size=200).tolist(), window=32, stride=8)
+    by_doc = plan.windows_by_doc(200)
+    assert len(by_doc) == 200
+    assert all(by_doc[d].tolist() == plan.of_doc(d).tolist() for d in range(200))
 
 
 def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811

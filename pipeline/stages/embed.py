@@ -70,8 +70,7 @@ class EmbedStage:
         ids, starts, ends = col(S.TOKEN_IDS), col(S.TOKEN_STARTS), col(S.TOKEN_ENDS)
         plan, vectors = self.window_vectors(ids)
         chunks, docs = [], []
-        for d in range(len(ids)):
-            ws = plan.of_doc(d)
+        for d, ws in enumerate(plan.windows_by_doc(len(ids))):
             if len(ws) == 0:
                 chunks.append([])
                 docs.append(None)

@@ -63,6 +63,12 @@ class WindowPlan:
     def of_doc(self, d: int) -> np.ndarray:
         return np.flatnonzero(self.doc == d)
 
+    def windows_by_doc(self, n_docs: int) -> list[np.ndarray]:
+        """Every document's window indices, in window order: one sort for the whole
+        batch, where ``of_doc`` per document would scan all windows each time."""
+        counts = np.bincount(self.doc, minlength=n_docs)
+        return np.split(np.argsort(self.doc, kind="stable"), np.cumsum(counts)[:-1])
+
 
 class Encoder:
     """One model on one device, fed windows by token budget, with its family's forward
@@ -194,8 +200,7 @@ class Encoder:
         built meanwhile."""
         out: list[tuple[np.ndarray, ...] | None] = [None] * len(plan.doc)
         left = np.bincount(plan.doc, minlength=len(doc_ids))
-        # Each document's window indices, in window order (one sort, not a scan a document).
-        by_doc = np.split(np.argsort(plan.doc, kind="stable"), np.cumsum(left)[:-1])
+        by_doc = plan.windows_by_doc(len(doc_ids)) if on_doc is not None else []
         if on_doc is not None:
             for d in np.flatnonzero(left == 0).tolist():  # no tokens, no windows
                 on_doc(d, by_doc[d], [])
