@@ -188,8 +188,9 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     """The NER model's forward passes alone over all of the corpus's windows at once,
     sorted and packed as our stages pack them, outputs discarded: no tokenizing,
     decoding or copying back. The ceiling for any NER code on this model and machine."""
-    from pipeline.stages.encoder import Encoder, WindowPlan
+    from pipeline.stages.encoder import Encoder
     from pipeline.stages.tokenize import column_arrays
+    from pipeline.windows import WindowPlan
 
     tokens = Tokenize.of_model("ner", ner_dir)(corpus.docs)
     ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))

@@ -26,10 +26,9 @@ import torch
 from pipeline import models, storage
 from pipeline import schemas as S
 from pipeline.config import CPU_DOCS_PER_BATCH
-from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
-from pipeline.windows import window_char_spans
+from pipeline.windows import WindowPlan, window_char_spans
 
 NER_LABELS = ("O", "B-Disease", "I-Disease")
 Entity = tuple[int, int, int, str]  # document index, start char, end char, label

@@ -29,11 +29,11 @@ from pipeline import models, storage
 from pipeline import schemas as S
 from pipeline.alignment import IGNORE, AlignmentReport, align_spans, bio_labels, window_labels
 from pipeline.evaluation import score_spans
-from pipeline.stages.encoder import WindowPlan
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
 from pipeline.stages.write import entity_rows
+from pipeline.windows import WindowPlan
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ Lengths here are in tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -60,3 +62,33 @@ def window_char_spans(
     n = len(tok_starts)
     ends = np.minimum(starts + window, n)
     return tok_starts[starts], tok_ends[ends - 1], (ends - starts)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Every window of a batch of documents: its document and token range."""
+
+    doc: np.ndarray  # document index within the batch
+    start: np.ndarray  # first content token
+    length: np.ndarray  # content tokens
+    window: int  # content tokens per full window
+
+    @classmethod
+    def build(cls, token_counts: list[int], window: int, stride: int) -> WindowPlan:
+        docs, starts, lengths = [], [], []
+        for d, n in enumerate(token_counts):
+            s = window_starts(n, window, stride)
+            docs.append(np.full(len(s), d, dtype=np.int64))
+            starts.append(s)
+            lengths.append(np.minimum(s + window, n) - s)
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return cls(cat(docs), cat(starts), cat(lengths), window)
+
+    def of_doc(self, d: int) -> np.ndarray:
+        return np.flatnonzero(self.doc == d)
+
+    def windows_by_doc(self, n_docs: int) -> list[np.ndarray]:
+        """Every document's window indices, in window order: one sort for the whole
+        batch, where ``of_doc`` per document would scan all windows each time."""
+        counts = np.bincount(self.doc, minlength=n_docs)
+        return np.split(np.argsort(self.doc, kind="stable"), np.cumsum(counts)[:-1])

@@ -3,6 +3,9 @@ and runs shards as datasets of a bounded number of blocks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import ray
@@ -88,3 +91,18 @@ def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) 
     assert ops.count("MapBatches(Tokenize)") == n_stages
     assert ops.index("MapBatches(Tokenize)") < ops.index("MapBatches(NerStage)")
     assert ops[-3:] == ["MapBatches(NerStage)", "MapBatches(EmbedStage)", "MapBatches(StageWriter)"]
+
+
+def test_only_the_model_actors_import_torch() -> None:
+    """The graph's module (which read tasks load for their function), the writer's, the
+    commit's and the stage classes the driver hands Ray import no torch: on a 2-core
+    machine each torch import is seconds of CPU taken from the models."""
+    code = (
+        "import sys\n"
+        "import pipeline.graph, pipeline.commit, pipeline.stages.write\n"
+        "from pipeline.stages.ner import NerStage\n"
+        "from pipeline.stages.embed import EmbedStage\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]

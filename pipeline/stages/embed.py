@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
-import torch
 
 from pipeline import schemas as S
 from pipeline.pooling import document_vector, l2_normalize
-from pipeline.stages.encoder import Encoder, WindowPlan
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import window_char_spans
+from pipeline.windows import WindowPlan, window_char_spans
+
+if TYPE_CHECKING:  # the module is imported by the driver, which needs no torch
+    import torch
 
 ROLE = "embed"
 
@@ -42,6 +45,8 @@ class EmbedStage:
         threads: int | None = None,
         compile_model: bool = False,
     ) -> None:
+        from pipeline.stages.encoder import Encoder  # torch: in the actor only
+
         self.encoder = Encoder.load(
             model_dir, "embed", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
             threads, compile_model,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 
 from pipeline.batching import pack_by_token_budget
 from pipeline.families import family_of
-from pipeline.windows import window_starts
+from pipeline.windows import WindowPlan
 
 # Passes queued on the device beyond the one whose outputs the host is reading: the GPU
 # keeps working while the host decodes.
@@ -38,36 +37,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Every window of a batch of documents: its document and token range."""
-
-    doc: np.ndarray  # document index within the batch
-    start: np.ndarray  # first content token
-    length: np.ndarray  # content tokens
-    window: int  # content tokens per full window
-
-    @classmethod
-    def build(cls, token_counts: list[int], window: int, stride: int) -> WindowPlan:
-        docs, starts, lengths = [], [], []
-        for d, n in enumerate(token_counts):
-            s = window_starts(n, window, stride)
-            docs.append(np.full(len(s), d, dtype=np.int64))
-            starts.append(s)
-            lengths.append(np.minimum(s + window, n) - s)
-        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
-        return cls(cat(docs), cat(starts), cat(lengths), window)
-
-    def of_doc(self, d: int) -> np.ndarray:
-        return np.flatnonzero(self.doc == d)
-
-    def windows_by_doc(self, n_docs: int) -> list[np.ndarray]:
-        """Every document's window indices, in window order: one sort for the whole
-        batch, where ``of_doc`` per document would scan all windows each time."""
-        counts = np.bincount(self.doc, minlength=n_docs)
-        return np.split(np.argsort(self.doc, kind="stable"), np.cumsum(counts)[:-1])
 
 
 class Encoder:

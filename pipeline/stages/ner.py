@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
-import torch
 
 from pipeline import schemas as S
 from pipeline.spans import LabelScheme, Spans, decode_spans
-from pipeline.stages.encoder import Encoder, WindowPlan
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import window_owner
+from pipeline.windows import WindowPlan, window_owner
+
+if TYPE_CHECKING:  # the module is imported by the driver, which needs no torch
+    import torch
 
 ROLE = "ner"
 
@@ -36,6 +39,8 @@ class NerStage:
         threads: int | None = None,
         compile_model: bool = False,
     ) -> None:
+        from pipeline.stages.encoder import Encoder  # torch: in the actor only
+
         self.encoder = Encoder.load(
             model_dir, "ner", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
             threads, compile_model,
@@ -55,7 +60,7 @@ class NerStage:
         # probabilities only for the `average` strategy (n_labels floats a token).
         probs = logits.float().softmax(dim=-1)
         score, label = probs.max(dim=-1)
-        out = (label.to(torch.int32), score)
+        out = (label.int(), score)
         return (*out, probs) if self.aggregation == "average" else out
 
     def doc_predictions(
