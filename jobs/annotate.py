@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         help="documents per Ray Data batch between stages (default: 64 on CPUs, so that the "
-        "models' actors overlap; 512 with GPUs, so that passes are large)",
+        "models' actors overlap; 512 with GPUs, so that passes are large; fewer when the "
+        "input is too small for 4 batches per model actor)",
     )
     s.add_argument(
         "--blocks-per-dataset",

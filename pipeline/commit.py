@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -49,23 +50,30 @@ def committed_keys(output_uri: str) -> set[str]:
 
 
 def publish_shard(
-    output_uri: str, key: str, shard_uri: str, schemas: dict[str, pa.Schema], meta: dict[str, Any]
+    output_uri: str,
+    key: str,
+    shard_uri: str,
+    schemas: dict[str, pa.Schema],
+    meta: dict[str, Any],
+    parts: Collection[str],
 ) -> dict[str, Any]:
-    """Merge a shard's staged parts into its final files, then write its commit record.
+    """Merge a shard's staged ``parts`` (file names) into its final files, then write its
+    commit record.
 
-    Parts are concatenated in row order (their names start with the first row index).
-    Returns the commit record (row counts per table).
+    Only the named parts are read: a run that died may have left parts cut at other row
+    boundaries (another batch size), which would repeat rows. Parts are concatenated in
+    row order (their names start with the first row index). Returns the commit record
+    (row counts per table).
     """
     staging = storage.join(output_uri, "_staging", key)
+    wanted = set(parts)
     counts: dict[str, int] = {}
     tallies: dict[str, dict[str, int]] = {}
     for table_name, schema in schemas.items():
-        parts = [
-            p
-            for p in storage.list_files(storage.join(staging, table_name))
-            if p.endswith(".parquet")
+        files = storage.list_files(storage.join(staging, table_name))
+        tables = [
+            storage.read_parquet_table(p) for p in sorted(files) if posixpath.basename(p) in wanted
         ]
-        tables = [storage.read_parquet_table(p) for p in sorted(parts)]
         merged = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
         storage.write_parquet_table(
             storage.join(output_uri, table_name, f"{key}.parquet"), merged, schema

@@ -6,6 +6,7 @@ The caller has connected to Ray; nothing here calls ``ray.init``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class RunResult:
     docs_processed: int = 0
     tokens_processed: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+    docs_per_batch: int = 0  # as used (``docs_per_batch``), 0 when nothing was to do
     wall_s: float = 0.0
 
 
@@ -106,21 +108,44 @@ def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     return out
 
 
-def docs_per_batch(sched: Scheduling) -> int:
-    """Documents per Ray Data batch: the one asked for, else the device default."""
+# Batches wanted per model actor: with fewer, the models' actors wait on one another (on
+# a one-batch input the embedding actor starts when the NER actor has finished).
+MIN_BATCHES_PER_ACTOR = 4
+
+
+def docs_per_batch(sched: Scheduling, n_docs: int, n_model_actors: int, gpus: int) -> int:
+    """Documents per Ray Data batch: the one asked for; else the device default, made
+    smaller when the input has too few documents to give every model actor
+    ``MIN_BATCHES_PER_ACTOR`` batches."""
     if sched.docs_per_batch:
         return sched.docs_per_batch
-    gpus = ray.cluster_resources().get("GPU", 0)
-    return GPU_DOCS_PER_BATCH if gpus else CPU_DOCS_PER_BATCH
+    default = GPU_DOCS_PER_BATCH if gpus else CPU_DOCS_PER_BATCH
+    wanted = MIN_BATCHES_PER_ACTOR * max(1, n_model_actors)
+    return max(1, min(default, math.ceil(n_docs / wanted)))
+
+
+def run_batch_size(rp: RunPlan, sched: Scheduling, cluster: dict[str, float]) -> int:
+    """``docs_per_batch`` for this run, sized on the whole input, committed shards
+    included: a rerun then cuts the batches the first run cut, and its numbers are the
+    same to the last bit (a batch's composition changes how its windows are packed, so
+    the floats' rounding)."""
+    n_docs = sum(s.n_rows for s in rp.shards)
+    n_actors = _actor_args(sched, len(rp.models), cluster)[0]
+    return docs_per_batch(sched, n_docs, n_actors * len(rp.models), int(cluster.get("GPU", 0)))
 
 
 def build_dataset(
-    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, shards: list[Shard], per_batch: int
+    rp: RunPlan,
+    cfg: AnnotateConfig,
+    sched: Scheduling,
+    shards: list[Shard],
+    per_batch: int,
+    cluster: dict[str, float],
 ) -> ray.data.Dataset:
-    """The dataset that processes ``shards`` in Ray Data batches of ``per_batch`` documents."""
+    """The dataset that processes ``shards`` in Ray Data batches of ``per_batch``
+    documents, on a cluster with ``cluster`` resources (``ray.cluster_resources()``)."""
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
-    cluster = ray.cluster_resources()
     n_actors, resources, threads = _actor_args(sched, n_models, cluster)
     n_tokenizers = tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
@@ -210,16 +235,20 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     # Zero-row shards have nothing to stage: publish their empty tables straight away.
     for uri, n in expected.items():
         if n == 0:
-            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta)] = uri
+            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta, [])] = uri
     stopped = ""
-    per_batch = docs_per_batch(sched)
+    cluster = ray.cluster_resources()
+    per_batch = run_batch_size(rp, sched, cluster)
+    if rp.todo:
+        result.docs_per_batch = per_batch
+        log.info("batches of %d documents", per_batch)
     groups = plan.shard_groups(rp.todo, per_batch, sched.max_blocks_per_dataset)
     for i, group in enumerate(groups):
         if stopped:
             break
         if len(groups) > 1:
             log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
-        ds = build_dataset(rp, cfg, sched, group, per_batch)
+        ds = build_dataset(rp, cfg, sched, group, per_batch, cluster)
         try:
             for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in out.to_pylist():
@@ -229,7 +258,10 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
                         result.tokens_processed += row["n_tokens"]
                     staged[shard][row["part"]] = row["n_docs"]
                     if sum(staged[shard].values()) == expected[shard]:
-                        ref = publish.remote(cfg.output_uri, keys[shard], shard, schemas, meta)
+                        parts = list(staged[shard])
+                        ref = publish.remote(
+                            cfg.output_uri, keys[shard], shard, schemas, meta, parts
+                        )
                         pending[ref] = shard
         except Exception as exc:  # e.g. storage down past its retries: keep what is staged
             stopped = f"the run stopped: {_describe(exc)}"

@@ -22,8 +22,13 @@ def test_shard_keys_derive_from_the_path_under_the_input():
     assert len(long) <= 120 and long != commit.shard_key("/in/" + "a" * 299 + ".parquet", "/in")
 
 
+def _part(first: int, n: int) -> str:
+    """A staged part's file name, as the writer names it (first and last row)."""
+    return f"r{first:012d}-{first + n - 1:012d}.parquet"
+
+
 def _stage(out, key, first, ids):
-    part = f"r{first:012d}-{first + len(ids) - 1:012d}.parquet"
+    part = _part(first, len(ids))
     docs = pa.table(
         {
             S.DOC_ID: ids,
@@ -45,7 +50,8 @@ def test_publish_merges_parts_in_row_order_and_is_idempotent(tmp_path):
     schemas = {S.DOCUMENTS_DIR: S.document_schema(None), S.ENTITIES_DIR: S.entity_schema()}
     _stage(out, "k", 10, ["c", "d"])
     _stage(out, "k", 0, ["a", "b"])
-    record = commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"})
+    parts = [_part(0, 2), _part(10, 2)]
+    record = commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"}, parts)
     table = pq.read_table(tmp_path / "out" / "documents" / "k.parquet")
     assert table.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
     assert record["rows"] == {"documents": 4, "entities": 0}
@@ -56,8 +62,25 @@ def test_publish_merges_parts_in_row_order_and_is_idempotent(tmp_path):
     assert pq.read_table(tmp_path / "out" / "entities" / "k.parquet").num_rows == 0
     # publishing the same shard again (a retried commit) overwrites, never duplicates
     _stage(out, "k", 0, ["a", "b", "c", "d"])
-    commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"})
+    commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"}, [_part(0, 4)])
     assert storage.read_parquet_table(storage.join(out, "documents")).num_rows == 4
+
+
+def test_parts_a_dead_run_cut_at_other_rows_are_not_published(tmp_path):
+    """A run killed after staging rows 0-2 in one batch, rerun with batches of two: only
+    the rerun's parts are merged, so no row is repeated."""
+    out = str(tmp_path / "out")
+    schemas = {S.DOCUMENTS_DIR: S.document_schema(None)}
+    _stage(out, "k", 0, ["a", "b", "c"])  # the dead run's part
+    _stage(out, "k", 0, ["a", "b"])
+    _stage(out, "k", 2, ["c", "d"])
+    record = commit.publish_shard(
+        out, "k", "/in/k.parquet", schemas, {}, [_part(0, 2), _part(2, 2)]
+    )
+    table = pq.read_table(tmp_path / "out" / "documents" / "k.parquet")
+    assert table.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
+    assert record["rows"] == {"documents": 4}
+    assert not (tmp_path / "out" / "_staging" / "k").exists()
 
 
 def _cfg(tmp_path, mode="resume"):

@@ -58,6 +58,39 @@ def test_tokenizers_keep_up_with_gpu_actors_and_stay_single_on_cpu() -> None:
     assert graph.tokenizer_actors(Scheduling(tokenizer_actors=3), n_actors=4, gpus=8) == 3
 
 
+def test_small_inputs_get_smaller_batches_so_that_the_models_overlap() -> None:
+    from pipeline.config import CPU_DOCS_PER_BATCH, GPU_DOCS_PER_BATCH, Scheduling
+
+    per_batch = lambda n, actors, gpus=0: graph.docs_per_batch(Scheduling(), n, actors, gpus)  # noqa: E731
+    # 120 documents, two model actors: 8 batches of 15, not two of 64
+    assert per_batch(120, 2) == 15
+    assert per_batch(121, 2) == 16  # rounded up: never a ninth batch of one document
+    assert per_batch(5, 2) == 1 and per_batch(0, 2) == 1
+    # large inputs keep the device defaults
+    assert per_batch(10**6, 2) == CPU_DOCS_PER_BATCH
+    assert per_batch(10**6, 16, gpus=8) == GPU_DOCS_PER_BATCH
+    assert per_batch(1000, 2, gpus=2) == 125
+    # a size asked for is kept, however small the input
+    assert graph.docs_per_batch(Scheduling(docs_per_batch=64), 120, 2, 0) == 64
+
+
+def test_a_rerun_cuts_the_batches_of_the_first_run() -> None:
+    """The size counts committed shards too: a resumed run must not batch (and so round)
+    the shards it redoes differently from an uninterrupted run."""
+    from pipeline.config import Scheduling
+    from pipeline.models import ModelInfo
+    from pipeline.plan import RunPlan
+
+    infos = {r: ModelInfo("m", f"/m/{r}", "bert", 512, "w", None, dim=8) for r in ("ner", "embed")}
+    shards = [Shard(f"in/{k}.parquet", k, 30) for k in "abcd"]
+    first = RunPlan(infos, {}, shards, shards, [])
+    rerun = RunPlan(infos, {}, shards, shards[3:], shards[:3])
+    cpu = {"CPU": 2.0}
+    assert graph.run_batch_size(first, Scheduling(), cpu) == 15  # 120 docs, 2 actors
+    assert graph.run_batch_size(rerun, Scheduling(), cpu) == 15
+    assert graph.run_batch_size(rerun, Scheduling(num_actors=2), cpu) == 8  # 4 actors
+
+
 def test_tokenizer_actors_flag_reaches_the_scheduling() -> None:
     from jobs.annotate import parse_args, to_config
 
@@ -87,7 +120,7 @@ def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) 
     cfg = AnnotateConfig("in", "out", ModelSpec("m", "ner"), ModelSpec("m", "embed"))
     shards = [Shard("in/a.parquet", "a", 10)]
     rp = RunPlan(infos, {r: 128 for r in roles}, shards, shards, [], tokenizers=tokenizers)
-    ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, per_batch=4))
+    ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, 4, {"CPU": 2.0}))
     assert ops.count("MapBatches(Tokenize)") == n_stages
     assert ops.index("MapBatches(Tokenize)") < ops.index("MapBatches(NerStage)")
     assert ops[-3:] == ["MapBatches(NerStage)", "MapBatches(EmbedStage)", "MapBatches(StageWriter)"]
