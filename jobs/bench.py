@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs-per-batch",
         type=int,
         default=BenchSettings.docs_per_batch,
-        help="documents per stage call and per Ray batch (the job's default)",
+        help="documents per stage call and per Ray batch (default: the size the job picks "
+        "for this corpus)",
     )
     p.add_argument(
         "--hf-batch-sizes", default="1,8,32", help="pipeline batch sizes to try (fastest wins)"

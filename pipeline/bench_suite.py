@@ -8,7 +8,7 @@ import gc
 import os
 import platform
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,18 @@ class BenchRequest:
     gpu_model: str | None = None  # "bert-base" | "minilm-l6": random weights, model_dir's tokenizer
 
 
+def job_batch_size(n_docs: int) -> int:
+    """Documents per batch the job picks by default for ``n_docs`` on this machine (its
+    default actors: one a model on CPU, the GPUs split between the two models)."""
+    import torch
+
+    from pipeline import graph
+    from pipeline.config import Scheduling
+
+    cluster = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    return graph.docs_per_batch(Scheduling(), n_docs, 2, cluster)
+
+
 def run_suite(req: BenchRequest) -> dict[str, Any]:
     """Every row, one after the other in this process, then the checks and targets."""
     s, started = req.settings, machine_info()
@@ -48,6 +60,8 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
         embed_dir = B.build_random_bert(req.model_dir, req.workdir / req.gpu_model, req.gpu_model)
     ner_dir = req.ner_model_dir or B.build_ner_model(embed_dir, req.workdir / "ner-model")
     docs = B.repeat_documents(B.load_documents(req.docs_uri, req.limit), req.repeat)
+    if s.docs_per_batch is None:
+        s = replace(s, docs_per_batch=job_batch_size(docs.num_rows))
     corpus = B.prepare_corpus(docs, embed_dir, s)
     rows: list[dict[str, Any]] = []
     checks: dict[str, Any] = {}

@@ -25,7 +25,6 @@ import torch
 
 from pipeline import models, storage
 from pipeline import schemas as S
-from pipeline.config import CPU_DOCS_PER_BATCH
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
 from pipeline.windows import WindowPlan, window_char_spans
@@ -41,9 +40,10 @@ class BenchSettings:
     max_length: int = 512  # window, special tokens included
     stride: int = 128  # overlap between consecutive windows
     batch_tokens: int = 16384  # our stages' token budget per forward pass
-    # Documents per stage call, as the job's Ray batches: the job's CPU default, so the
-    # Ray row runs as users run it (pass the GPU default on a GPU).
-    docs_per_batch: int = CPU_DOCS_PER_BATCH
+    # Documents per stage call, as the job's Ray batches; None: the size the job picks
+    # for the corpus by default (``graph.docs_per_batch``), so the Ray row runs as users
+    # run it.
+    docs_per_batch: int | None = None
     hf_batch_sizes: tuple[int, ...] = (1, 8, 32)  # the pipeline runs at the fastest
     trial_docs: int = 48  # documents each pipeline batch size is tried on
     st_batch_size: int = 32  # sentence-transformers' default

@@ -113,15 +113,16 @@ def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
 MIN_BATCHES_PER_ACTOR = 4
 
 
-def docs_per_batch(sched: Scheduling, n_docs: int, n_model_actors: int, gpus: int) -> int:
+def docs_per_batch(sched: Scheduling, n_docs: int, n_models: int, cluster: dict[str, float]) -> int:
     """Documents per Ray Data batch: the one asked for; else the device default, made
-    smaller when the input has too few documents to give every model actor
-    ``MIN_BATCHES_PER_ACTOR`` batches."""
+    smaller when ``n_docs`` are too few to give every model actor (``n_models`` models'
+    pools on a cluster with ``cluster`` resources) ``MIN_BATCHES_PER_ACTOR`` batches."""
     if sched.docs_per_batch:
         return sched.docs_per_batch
+    gpus = int(cluster.get("GPU", 0))
     default = GPU_DOCS_PER_BATCH if gpus else CPU_DOCS_PER_BATCH
-    wanted = MIN_BATCHES_PER_ACTOR * max(1, n_model_actors)
-    return max(1, min(default, math.ceil(n_docs / wanted)))
+    n_actors = _actor_args(sched, n_models, cluster)[0] * max(1, n_models)
+    return max(1, min(default, math.ceil(n_docs / (MIN_BATCHES_PER_ACTOR * n_actors))))
 
 
 def run_batch_size(rp: RunPlan, sched: Scheduling, cluster: dict[str, float]) -> int:
@@ -130,8 +131,7 @@ def run_batch_size(rp: RunPlan, sched: Scheduling, cluster: dict[str, float]) ->
     same to the last bit (a batch's composition changes how its windows are packed, so
     the floats' rounding)."""
     n_docs = sum(s.n_rows for s in rp.shards)
-    n_actors = _actor_args(sched, len(rp.models), cluster)[0]
-    return docs_per_batch(sched, n_docs, n_actors * len(rp.models), int(cluster.get("GPU", 0)))
+    return docs_per_batch(sched, n_docs, len(rp.models), cluster)
 
 
 def build_dataset(

@@ -66,7 +66,9 @@ def test_benchmark_rows_checks_and_markdown(setup, tmp_path, capsys):
     args = ["--docs", setup["docs"], "--model", setup["encoder"], "--skip-ray"]
     args += ["--max-length", str(MAX_LENGTH), "--stride", str(STRIDE), "--limit", "7"]
     args += ["--hf-batch-sizes", "1,4", "--json", str(out), "--markdown", str(md)]
-    args += ["--workdir", str(tmp_path / "work")]
+    # the 7 documents as one batch, as the bare forward row packs them (the job's default
+    # would be batches of one: test_graph_blocks checks that size)
+    args += ["--workdir", str(tmp_path / "work"), "--docs-per-batch", "64"]
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
     names = [(r["row"], r["dtype"]) for r in result["rows"]]

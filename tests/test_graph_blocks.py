@@ -61,17 +61,19 @@ def test_tokenizers_keep_up_with_gpu_actors_and_stay_single_on_cpu() -> None:
 def test_small_inputs_get_smaller_batches_so_that_the_models_overlap() -> None:
     from pipeline.config import CPU_DOCS_PER_BATCH, GPU_DOCS_PER_BATCH, Scheduling
 
-    per_batch = lambda n, actors, gpus=0: graph.docs_per_batch(Scheduling(), n, actors, gpus)  # noqa: E731
-    # 120 documents, two model actors: 8 batches of 15, not two of 64
-    assert per_batch(120, 2) == 15
-    assert per_batch(121, 2) == 16  # rounded up: never a ninth batch of one document
-    assert per_batch(5, 2) == 1 and per_batch(0, 2) == 1
-    # large inputs keep the device defaults
-    assert per_batch(10**6, 2) == CPU_DOCS_PER_BATCH
-    assert per_batch(10**6, 16, gpus=8) == GPU_DOCS_PER_BATCH
-    assert per_batch(1000, 2, gpus=2) == 125
+    cpu, gpus = {"CPU": 2.0}, {"CPU": 16.0, "GPU": 8.0}
+    size = lambda n, cluster=cpu, **kw: graph.docs_per_batch(Scheduling(**kw), n, 2, cluster)  # noqa: E731
+    # 120 documents, one actor per model: 8 batches of 15, not two of 64
+    assert size(120) == 15
+    assert size(121) == 16  # rounded up: never a ninth batch of one document
+    assert size(120, num_actors=2) == 8  # four actors
+    assert size(5) == 1 and size(0) == 1
+    # large inputs keep the device defaults; 8 GPUs: 4 actors a model
+    assert size(10**6) == CPU_DOCS_PER_BATCH
+    assert size(10**6, gpus) == GPU_DOCS_PER_BATCH
+    assert size(3200, gpus) == 100
     # a size asked for is kept, however small the input
-    assert graph.docs_per_batch(Scheduling(docs_per_batch=64), 120, 2, 0) == 64
+    assert size(120, docs_per_batch=64) == 64
 
 
 def test_a_rerun_cuts_the_batches_of_the_first_run() -> None:
