@@ -84,11 +84,8 @@ class WindowPlan:
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
         return cls(cat(docs), cat(starts), cat(lengths), window)
 
-    def of_doc(self, d: int) -> np.ndarray:
-        return np.flatnonzero(self.doc == d)
-
     def windows_by_doc(self, n_docs: int) -> list[np.ndarray]:
         """Every document's window indices, in window order: one sort for the whole
-        batch, where ``of_doc`` per document would scan all windows each time."""
+        batch, not a scan of all its windows per document."""
         counts = np.bincount(self.doc, minlength=n_docs)
         return np.split(np.argsort(self.doc, kind="stable"), np.cumsum(counts)[:-1])
