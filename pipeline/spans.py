@@ -63,9 +63,10 @@ _IS_SPACE[WHITESPACE] = True
 
 @dataclass(frozen=True)
 class Spans:
-    """Entities of one document: character offsets (end exclusive), entity type (an
-    index into ``tags``), score. Arrays, so that a batch's spans become Arrow columns
-    without a Python object per entity."""
+    """Entities of one document, or of several one after the other: character offsets
+    in their document's text (end exclusive), entity type (an index into ``tags``),
+    score. Arrays, so that a batch's spans become Arrow columns without a Python object
+    per entity."""
 
     start: np.ndarray  # int32
     end: np.ndarray  # int32
@@ -81,13 +82,16 @@ class Spans:
         return len(self.start)
 
 
-def _word_starts(word_ids: np.ndarray) -> np.ndarray:
+def _word_starts(word_ids: np.ndarray, doc_first: np.ndarray | None = None) -> np.ndarray:
     """Index of the first token of each word (a token whose word id differs from the
-    previous token's, or has none (-1), starts a word)."""
+    previous token's, or has none (-1), starts a word; so does a document's first token,
+    where ``doc_first`` marks them)."""
     n = len(word_ids)
     new = np.ones(n, dtype=bool)
     if n > 1:
         new[1:] = (word_ids[1:] != word_ids[:-1]) | (word_ids[1:] < 0)
+    if doc_first is not None:
+        new |= doc_first
     return np.flatnonzero(new)
 
 
@@ -97,15 +101,17 @@ def aggregate_words(
     word_ids: np.ndarray,
     strategy: str,
     probs: np.ndarray | None = None,
+    doc_first: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per unit (a word, or a token for ``simple``): label id, score, first and last
     token index. ``token_label``/``token_score`` are each token's argmax label and its
-    probability; ``average`` also needs the full ``[n_tokens, n_labels]`` ``probs``."""
+    probability; ``average`` also needs the full ``[n_tokens, n_labels]`` ``probs``.
+    ``doc_first`` marks the first token of each document when several are concatenated."""
     n = len(token_label)
     if strategy == "simple":
         idx = np.arange(n)
         return token_label, token_score, idx, idx
-    starts = _word_starts(word_ids)
+    starts = _word_starts(word_ids, doc_first)
     lasts = np.append(starts[1:] - 1, n - 1)
     if strategy == "first":
         return token_label[starts], token_score[starts], starts, lasts
@@ -142,30 +148,68 @@ def decode_spans(
     the entity score is the mean of its units' scores; ``O`` groups are dropped.
     Offsets are characters of ``text``, trimmed of surrounding whitespace.
     """
-    if len(token_label) == 0:
+    bounds = np.array([0, len(token_label)])
+    spans, _ = decode_documents(
+        token_label, token_score, word_ids, tok_starts, tok_ends, bounds, [text], scheme,
+        strategy, probs,
+    )  # fmt: skip
+    return spans
+
+
+def decode_documents(
+    token_label: np.ndarray,
+    token_score: np.ndarray,
+    word_ids: np.ndarray,
+    tok_starts: np.ndarray,
+    tok_ends: np.ndarray,
+    bounds: np.ndarray,
+    texts: list[str],
+    scheme: LabelScheme,
+    strategy: str,
+    probs: np.ndarray | None = None,
+) -> tuple[Spans, np.ndarray]:
+    """:func:`decode_spans` over several documents in one go: their token arrays are
+    concatenated, document ``i`` owning tokens ``bounds[i]:bounds[i + 1]`` (its own word
+    ids and character offsets). Returns their entities, document after document, and
+    the number of entities of each. Decoding documents one by one cost more in numpy's
+    per-call overhead than in the tokens themselves."""
+    n_docs = len(texts)
+    n = len(token_label)
+    if n == 0:
         empty = np.zeros(0, np.int32)
-        return Spans(empty, empty, empty, scheme.tags, np.zeros(0, np.float32))
+        spans = Spans(empty, empty, empty, scheme.tags, np.zeros(0, np.float32))
+        return spans, np.zeros(n_docs, np.int64)
+    firsts = bounds[:-1][bounds[:-1] < n]
+    doc_first = np.zeros(n, dtype=bool)
+    doc_first[firsts] = True
     label, score, first_tok, last_tok = aggregate_words(
-        token_label, token_score, word_ids, strategy, probs
+        token_label, token_score, word_ids, strategy, probs, doc_first
     )
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)
-    new_group[1:] = (tag[1:] != tag[:-1]) | scheme.is_begin[label[1:]]
+    new_group[1:] = (tag[1:] != tag[:-1]) | scheme.is_begin[label[1:]] | doc_first[first_tok[1:]]
     g_start = np.flatnonzero(new_group)
     g_last = np.append(g_start[1:] - 1, len(label) - 1)
     g_score = np.add.reduceat(score.astype(np.float64), g_start) / (g_last - g_start + 1)
     keep = ~scheme.is_outside[label[g_start]]
-    starts = tok_starts[first_tok[g_start[keep]]].astype(np.int32)
-    ends = tok_ends[last_tok[g_last[keep]]].astype(np.int32)
-    starts, ends = trim_spans(text, starts, ends)
+    tok0 = first_tok[g_start[keep]]
+    doc = np.searchsorted(bounds, tok0, side="right") - 1
+    # Offsets in the documents' texts laid end to end, so one pass trims them all.
+    base = np.zeros(n_docs, dtype=np.int64)
+    np.cumsum([len(t) for t in texts[:-1]], out=base[1:])
+    starts = tok_starts[tok0] + base[doc]
+    ends = tok_ends[last_tok[g_last[keep]]] + base[doc]
+    starts, ends = trim_spans(texts[0] if n_docs == 1 else "".join(texts), starts, ends)
     nonempty = ends > starts
-    return Spans(
-        starts[nonempty],
-        ends[nonempty],
+    doc = doc[nonempty]
+    spans = Spans(
+        (starts[nonempty] - base[doc]).astype(np.int32),
+        (ends[nonempty] - base[doc]).astype(np.int32),
         tag[g_start[keep]][nonempty].astype(np.int32),
         scheme.tags,
         g_score[keep][nonempty].astype(np.float32),
     )
+    return spans, np.bincount(doc, minlength=n_docs)
 
 
 def trim_spans(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

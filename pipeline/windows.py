@@ -39,22 +39,6 @@ def window_starts(n_tokens: int, window: int, stride: int) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def window_owner(n_tokens: int, starts: np.ndarray, window: int) -> np.ndarray:
-    """For each token, the window whose prediction it takes: the one in which the
-    token has the most context on its narrower side (ties go to the earlier window).
-    """
-    owner = np.zeros(n_tokens, dtype=np.int64)
-    best = np.full(n_tokens, -1, dtype=np.int64)
-    for w, s in enumerate(starts.tolist()):
-        e = min(s + window, n_tokens)
-        idx = np.arange(s, e)
-        context = np.minimum(idx - s, e - 1 - idx)
-        better = context > best[s:e]
-        owner[s:e][better] = w
-        best[s:e][better] = context[better]
-    return owner
-
-
 def window_char_spans(
     starts: np.ndarray, window: int, tok_starts: np.ndarray, tok_ends: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,6 +67,20 @@ class WindowPlan:
             lengths.append(np.minimum(s + window, n) - s)
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
         return cls(cat(docs), cat(starts), cat(lengths), window)
+
+    def owned(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per window, the document tokens ``[lo, hi)`` that take its prediction: each
+        token takes the window where it has the most context on its narrower side, the
+        earlier one on a tie. A document of several windows has only full windows, and
+        there that is the window whose centre is nearest, so each window owns one run of
+        tokens, up to halfway to the next window's centre."""
+        hi = self.start + self.length  # a document's last window runs to its end
+        nxt = np.flatnonzero(self.doc[1:] == self.doc[:-1])  # windows followed in their doc
+        # Centres s + (window - 1) / 2: the token exactly halfway goes to the earlier one.
+        hi[nxt] = (self.start[nxt] + self.start[nxt + 1] + self.window - 1) // 2 + 1
+        lo = np.zeros_like(hi)
+        lo[nxt + 1] = hi[nxt]
+        return lo, hi
 
     def windows_by_doc(self, n_docs: int) -> list[np.ndarray]:
         """Every document's window indices, in window order: one sort for the whole

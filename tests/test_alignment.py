@@ -21,7 +21,7 @@ from pipeline.alignment import (
 )
 from pipeline.stages.tokenize import column_arrays
 from pipeline.training import ROLE, tokenize_docs
-from pipeline.windows import window_owner, window_starts
+from pipeline.windows import WindowPlan, window_starts
 
 LABELS = bio_labels(["Disease", "Chemical"])
 LABEL2ID = {v: k for k, v in enumerate(LABELS)}
@@ -185,9 +185,13 @@ def test_windows_cut_spans_and_stitch_back(tokenizers: dict[str, str], name: str
                 assert inside
             windows.append(w)
         # Stitch as NerStage does: each token from its owner window.
-        owner = window_owner(n, win_starts, window)
-        stitched = np.array(
-            [windows[owner[i]][n_prefix + i - win_starts[owner[i]]] for i in range(n)]
+        plan = WindowPlan.build([n], window, stride=3)
+        lo, hi = plan.owned()
+        stitched = np.concatenate(
+            [
+                windows[k][n_prefix + a - s : n_prefix + b - s]
+                for k, (a, b, s) in enumerate(zip(lo, hi, win_starts))
+            ]
         )
         assert (stitched == labels).all()
         back = labels_to_spans(stitched, words, starts, ends, ID2LABEL, text)

@@ -63,12 +63,13 @@ def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  #
     plan = WindowPlan.build([len(x) for x in doc_ids], stage.encoder.window, stage.stride)
     seen: dict[int, list] = {}
 
-    def on_doc(d: int, windows: np.ndarray, outs: list) -> None:
-        assert d not in seen, "finished twice"
-        assert windows.tolist() == scan(plan, d).tolist()
-        seen[d] = outs
+    def on_docs(docs: list[int], out: list) -> None:
+        for d in docs:
+            assert d not in seen, "finished twice"
+            seen[d] = [out[w] for w in scan(plan, d).tolist()]
+            assert all(o is not None for o in seen[d]), "finished before its windows"
 
-    outs = stage.encoder.run(doc_ids, plan, stage._reduce, stage._forward, on_doc=on_doc)
+    outs = stage.encoder.run(doc_ids, plan, stage._reduce, stage._forward, on_docs=on_docs)
     assert sorted(seen) == list(range(len(doc_ids)))
     assert seen[0] == [] and seen[4] == []
     for d, got in seen.items():

@@ -9,6 +9,7 @@ from pipeline.spans import (
     WHITESPACE,
     LabelScheme,
     aggregate_words,
+    decode_documents,
     decode_spans,
     trim_spans,
     trim_whitespace,
@@ -135,3 +136,58 @@ def test_no_tokens_no_spans_and_bad_label_map():
     assert len(s) == 0
     with pytest.raises(ValueError, match="ids must be"):
         LabelScheme.from_id2label({0: "O", 2: "B-X"})
+
+
+def _random_doc(rng: np.random.Generator, n_tokens: int):
+    """A document of ``n_tokens`` tokens over 1-3 characters each, some with a leading
+    space inside the token (as byte-level BPE gives), words of 1-3 tokens, word ids
+    from 0 and a special-like token (word id -1) now and then."""
+    pieces, starts, ends, words = [], [], [], []
+    pos, word = 0, -1
+    for i in range(n_tokens):
+        gap = " " if rng.random() < 0.5 else ""
+        body = "".join(rng.choice(list("abc\u00e9\U0001f600"), size=int(rng.integers(1, 3))))
+        lead = " " if rng.random() < 0.2 else ""
+        pieces.append(gap + lead + body)
+        pos += len(gap)
+        starts.append(pos)
+        pos += len(lead) + len(body)
+        ends.append(pos)
+        if i == 0 or rng.random() < 0.5:
+            word += 1
+        words.append(-1 if rng.random() < 0.05 else word)
+    as_int = lambda xs: np.array(xs, dtype=np.int64)  # noqa: E731
+    return "".join(pieces), as_int(starts), as_int(ends), as_int(words)
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "max", "average"])
+def test_documents_decoded_together_are_decoded_as_each_alone(strategy):
+    # Every document ends inside an entity (I-) and the next begins with I- of the same
+    # type and the same word id 0: decoded together, nothing may join across them.
+    scheme = LabelScheme.from_id2label(BIO)
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        docs = [_random_doc(rng, int(n)) for n in rng.integers(0, 12, size=6)]
+        preds = []
+        for _, starts, _, _ in docs:
+            n = len(starts)
+            probs = rng.dirichlet(np.ones(len(BIO)), size=n).astype(np.float32)
+            label = probs.argmax(1)
+            if n:
+                label[0] = label[-1] = 2
+            preds.append((label, probs.max(1), probs))
+        alone = [
+            decode_spans(lab, sc, w, st, en, scheme, strategy, text, pr)
+            for (text, st, en, w), (lab, sc, pr) in zip(docs, preds)
+        ]
+        cat = lambda i, xs: np.concatenate([x[i] for x in xs])  # noqa: E731
+        bounds = np.cumsum([0] + [len(d[1]) for d in docs])
+        spans, counts = decode_documents(
+            cat(0, preds), cat(1, preds), cat(3, docs), cat(1, docs), cat(2, docs), bounds,
+            [d[0] for d in docs], scheme, strategy, np.concatenate([p[2] for p in preds]),
+        )  # fmt: skip
+        assert counts.tolist() == [len(a) for a in alone]
+        for field in ("start", "end", "tag", "score"):
+            want = np.concatenate([getattr(a, field) for a in alone])
+            np.testing.assert_array_equal(getattr(spans, field), want)
+        assert sum(len(a) for a in alone) > 0

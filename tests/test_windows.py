@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.windows import effective_stride, window_char_spans, window_owner, window_starts
+from pipeline.windows import WindowPlan, effective_stride, window_char_spans, window_starts
 
 
 @pytest.mark.parametrize("window,stride", [(10, 3), (10, 5), (10, 0), (7, 6), (1, 0), (510, 128)])
@@ -50,20 +50,46 @@ def _brute_owner(n, starts, window):
     return np.array(owner)
 
 
+def owner_from_ranges(plan: WindowPlan, d: int) -> np.ndarray:
+    """Document ``d``'s token owners (window numbers within the document), from the
+    plan's owned ranges; -1 where no window claims a token, 9 where two do."""
+    ws = np.flatnonzero(plan.doc == d)
+    n = int((plan.start[ws] + plan.length[ws]).max()) if len(ws) else 0
+    owner = np.full(n, -1)
+    lo, hi = plan.owned()
+    for k, w in enumerate(ws.tolist()):
+        owner[lo[w] : hi[w]] = np.where(owner[lo[w] : hi[w]] == -1, k, 9)
+    return owner
+
+
 @pytest.mark.parametrize("n,window,stride", [(17, 10, 5), (40, 8, 4), (23, 10, 3), (5, 10, 2)])
 def test_owner_is_the_window_with_most_context(n, window, stride):
-    starts = window_starts(n, window, stride)
-    np.testing.assert_array_equal(window_owner(n, starts, window), _brute_owner(n, starts, window))
+    plan = WindowPlan.build([n], window, stride)
+    want = _brute_owner(n, window_starts(n, window, stride), window)
+    np.testing.assert_array_equal(owner_from_ranges(plan, 0), want)
+
+
+def test_owned_ranges_match_the_most_context_rule_on_random_plans():
+    # Many documents in one plan (ranges are computed for all windows at once), sizes
+    # around the window (one window, two, the end-aligned last one overlapping three).
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        window = int(rng.integers(1, 40))
+        stride = int(rng.integers(0, window + 3))
+        counts = rng.integers(0, 4 * window + 2, size=8).tolist()
+        plan = WindowPlan.build(counts, window, stride)
+        for d, n in enumerate(counts):
+            want = _brute_owner(n, window_starts(n, window, stride), window)
+            np.testing.assert_array_equal(owner_from_ranges(plan, d), want)
 
 
 def test_owner_switches_in_the_middle_of_an_overlap():
     # windows [0,10) and [6,16) (n=16, stride 4): overlap tokens 6..9
-    starts = window_starts(16, 10, 4)
-    assert starts.tolist() == [0, 6]
-    owner = window_owner(16, starts, 10)
+    plan = WindowPlan.build([16], 10, 4)
+    assert plan.start.tolist() == [0, 6]
     # token 7: context 2 in window 0 (right side), 1 in window 1 (left): window 0
     # token 8: context 1 in window 0, 2 in window 1: window 1
-    assert owner.tolist() == [0] * 8 + [1] * 8
+    assert owner_from_ranges(plan, 0).tolist() == [0] * 8 + [1] * 8
 
 
 def test_window_char_spans_use_token_offsets():

@@ -155,13 +155,13 @@ class Encoder:
         plan: WindowPlan,
         reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
         forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        on_doc: Callable[[int, np.ndarray, list[tuple[np.ndarray, ...]]], None] | None = None,
+        on_docs: Callable[[list[int], list[tuple[np.ndarray, ...]]], None] | None = None,
     ) -> list[tuple[np.ndarray, ...]]:
         """Run every window; ``forward`` maps (ids, mask) to model output and ``reduce``
         shrinks it on the device to what the host needs (one row per window). Returns the
-        reduced outputs as host arrays, in window order. ``on_doc(d, windows, outputs)`` is
-        called as soon as all of document ``d``'s windows are done (its window indices
-        and their outputs, in window order).
+        reduced outputs as host arrays, in window order. ``on_docs(docs, outputs)`` is
+        called with the documents whose windows are all done as soon as they are (the
+        outputs list, by window, holds theirs), so every document once.
 
         On a GPU the host never waits for a pass it has just queued: outputs are copied
         to pinned host memory asynchronously, and the host reads a pass's outputs (and
@@ -169,10 +169,8 @@ class Encoder:
         built meanwhile."""
         out: list[tuple[np.ndarray, ...] | None] = [None] * len(plan.doc)
         left = np.bincount(plan.doc, minlength=len(doc_ids))
-        by_doc = plan.windows_by_doc(len(doc_ids)) if on_doc is not None else []
-        if on_doc is not None:
-            for d in np.flatnonzero(left == 0).tolist():  # no tokens, no windows
-                on_doc(d, by_doc[d], [])
+        if on_docs is not None and (left == 0).any():  # no tokens, no windows
+            on_docs(np.flatnonzero(left == 0).tolist(), out)  # type: ignore[arg-type]
 
         def finish(idx: np.ndarray, host: list[torch.Tensor], done: torch.cuda.Event | None):
             if done is not None:
@@ -180,12 +178,13 @@ class Encoder:
             arrays = [t.numpy() for t in host]
             for row, w in enumerate(idx.tolist()):
                 out[w] = tuple(a[row] for a in arrays)
-            if on_doc is None:
+            if on_docs is None:
                 return
             docs, counts = np.unique(plan.doc[idx], return_counts=True)
             left[docs] -= counts
-            for d in docs[left[docs] == 0].tolist():
-                on_doc(d, by_doc[d], [out[w] for w in by_doc[d].tolist()])  # type: ignore[misc]
+            finished = docs[left[docs] == 0].tolist()
+            if finished:
+                on_docs(finished, out)  # type: ignore[arg-type]
 
         queued: deque[tuple[np.ndarray, list[torch.Tensor], torch.cuda.Event | None]] = deque()
         with torch.inference_mode():

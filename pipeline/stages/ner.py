@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
-from pipeline.spans import LabelScheme, Spans, decode_spans
+from pipeline.spans import LabelScheme, Spans, decode_documents
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import WindowPlan, window_owner
+from pipeline.windows import WindowPlan
 
 if TYPE_CHECKING:  # the module is imported by the driver, which needs no torch
     import torch
@@ -63,25 +63,25 @@ class NerStage:
         out = (label.int(), score)
         return (*out, probs) if self.aggregation == "average" else out
 
-    def doc_predictions(
-        self, n_tokens: int, starts: np.ndarray, outs: list[tuple[np.ndarray, ...]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """One document's token label ids, scores and (for ``average``) probabilities,
-        each token's taken from its best-placed window (``starts``: the windows' first
-        tokens, ``outs``: their reduced outputs, in window order)."""
-        label = np.zeros(n_tokens, dtype=np.int64)
-        score = np.zeros(n_tokens, dtype=np.float32)
-        average = self.aggregation == "average"
-        probs = np.zeros((n_tokens, len(self.id2label)), np.float32) if average else None
-        owner = window_owner(n_tokens, starts, self.encoder.window)
-        for k, (start, out) in enumerate(zip(starts.tolist(), outs)):
-            pos = np.flatnonzero(owner == k)
-            col = self.n_prefix + pos - start
-            label[pos] = out[0][col]
-            score[pos] = out[1][col]
-            if probs is not None:
-                probs[pos] = out[2][col]
-        return label, score, probs
+    def predictions(
+        self, docs: list[int], by_doc: list[np.ndarray], owned: tuple[np.ndarray, np.ndarray],
+        plan: WindowPlan, out: list[tuple[np.ndarray, ...]],
+    ) -> list[np.ndarray]:  # fmt: skip
+        """The token label ids, scores and (for ``average``) probabilities of ``docs``,
+        concatenated in that order, each token's taken from its best-placed window
+        (``owned``: :meth:`WindowPlan.owned`; ``out``: the windows' reduced outputs)."""
+        lo, hi = owned
+        first = self.n_prefix - plan.start  # column of a window's token 0 in its output
+        n_out = 3 if self.aggregation == "average" else 2
+        parts: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+        for d in docs:
+            for w in by_doc[d].tolist():
+                a, b = first[w] + lo[w], first[w] + hi[w]
+                for part, arr in zip(parts, out[w]):
+                    part.append(arr[a:b])
+        n_labels = len(self.id2label)
+        empty = [np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros((0, n_labels), "f4")]
+        return [np.concatenate(p) if p else e for p, e in zip(parts, empty)]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         col = lambda name: column_arrays(batch, S.tokens_column(ROLE, name))  # noqa: E731
@@ -93,35 +93,58 @@ class NerStage:
         )
         texts = batch.column(S.TEXT_INTERNAL).to_pylist()
         plan = WindowPlan.build([len(x) for x in ids], self.encoder.window, self.stride)
-        spans: list[Spans | None] = [None] * len(ids)
+        by_doc, owned = plan.windows_by_doc(len(ids)), plan.owned()
+        decoded: list[tuple[list[int], Spans, np.ndarray]] = []
 
-        def decode(d: int, windows: np.ndarray, outs: list[tuple[np.ndarray, ...]]) -> None:
-            # Runs while the device computes later passes of this batch.
-            label, score, probs = self.doc_predictions(len(ids[d]), plan.start[windows], outs)
-            spans[d] = decode_spans(
-                label, score, words[d], starts[d], ends[d], self.scheme, self.aggregation,
-                texts[d], probs,
+        def decode(docs: list[int], out: list[tuple[np.ndarray, ...]]) -> None:
+            # The documents one pass finished, decoded together while the device computes
+            # the next passes.
+            label, score, *probs = self.predictions(docs, by_doc, owned, plan, out)
+            cat = lambda xs: np.concatenate([xs[d] for d in docs])  # noqa: E731
+            bounds = np.zeros(len(docs) + 1, dtype=np.int64)
+            np.cumsum([len(ids[d]) for d in docs], out=bounds[1:])
+            spans, counts = decode_documents(
+                label, score, cat(words), cat(starts), cat(ends), bounds,
+                [texts[d] for d in docs], self.scheme, self.aggregation,
+                probs[0] if probs else None,
             )  # fmt: skip
+            decoded.append((docs, spans, counts))
 
-        self.encoder.run(ids, plan, self._reduce, self._forward, on_doc=decode)
+        self.encoder.run(ids, plan, self._reduce, self._forward, on_docs=decode)
         n_windows = np.bincount(plan.doc, minlength=len(ids)).astype(np.int32)
-        batch = batch.append_column(S.ENTITIES, entities_column(spans, self.scheme.tags))
+        entities = entities_column(decoded, len(ids), self.scheme.tags)
+        batch = batch.append_column(S.ENTITIES, entities)
         return batch.append_column(S.N_WINDOWS_INTERNAL, pa.array(n_windows, pa.int32()))
 
 
-def entities_column(spans: list[Spans], tags: tuple[str, ...]) -> pa.Array:
-    """The ``list<entity>`` column of a batch, one list per document, assembled from
-    the spans' arrays (a Python object per entity would cost more than decoding it)."""
-    offsets = np.zeros(len(spans) + 1, dtype=np.int32)
-    np.cumsum([len(s) for s in spans], out=offsets[1:])
+def entities_column(
+    decoded: list[tuple[list[int], Spans, np.ndarray]], n_docs: int, tags: tuple[str, ...]
+) -> pa.Array:
+    """The ``list<entity>`` column of a batch, one list per document, from the spans
+    decoded in groups of documents (documents, their spans one after the other, their
+    entity counts), in any order; a Python object per entity would cost more than
+    decoding it."""
+    docs = np.array([d for g in decoded for d in g[0]], dtype=np.int64)
+    if sorted(docs.tolist()) != list(range(n_docs)):
+        raise AssertionError("every document of the batch must be decoded exactly once")
+    counts = np.concatenate([g[2] for g in decoded]) if decoded else np.zeros(0, np.int64)
+    src = np.zeros(len(docs), dtype=np.int64)  # a group's first entity, in decoding order
+    np.cumsum(counts[:-1], out=src[1:])
+    order = np.argsort(docs)
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(counts[order], out=offsets[1:])
+    # Entity i of the batch in document order, read from where its document's are.
+    take = np.repeat(src[order] - offsets[:-1], counts[order]) + np.arange(offsets[-1])
 
     def flat(field: str, dtype: type) -> pa.Array:
-        parts = [getattr(s, field) for s in spans]
-        return pa.array(np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
+        parts = [getattr(g[1], field) for g in decoded]
+        values = np.concatenate(parts) if parts else np.zeros(0, dtype)
+        return pa.array(values[take].astype(dtype))
 
     labels = pa.array(tags, pa.string()).take(flat("tag", np.int32))
     values = pa.StructArray.from_arrays(
         [flat("start", np.int32), flat("end", np.int32), labels, flat("score", np.float32)],
         fields=list(S.ENTITY_STRUCT),
     )
-    return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(S.ENTITY_STRUCT))
+    offsets_arr = pa.array(offsets.astype(np.int32))
+    return pa.ListArray.from_arrays(offsets_arr, values, type=pa.list_(S.ENTITY_STRUCT))
