@@ -1,7 +1,7 @@
 """The in-process contenders of the benchmark, each a function returning one row.
 
 Rates are in window tokens (see ``pipeline.benchmark``); model loading and a short
-warm-up on the first documents stay outside the timings.
+warm-up (``BenchSettings.warmup``) stay outside the timings.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def hf_pipeline_row(
         dtype=DTYPES[dtype],
     )
     texts = corpus.texts
-    pipe(texts[: s.warmup_docs])
+    pipe(texts[: s.warmup(len(texts))], batch_size=max(s.hf_batch_sizes))
     subset = texts[: max(s.warmup_docs, min(len(texts), s.trial_docs))]
     trials = {}
     for b in s.hf_batch_sizes:
@@ -103,7 +103,7 @@ def st_row(
         )
         return v.float().cpu().numpy()
 
-    encode(texts[: s.warmup_docs])
+    encode(texts[: s.warmup(len(texts))])
     clock = Clock()
     with peak_rss() as mem:
         vectors = clock.run(lambda: encode(texts))
@@ -148,7 +148,9 @@ def stage_row(
             compile_model=s.compile_model,
         )  # fmt: skip
         finish = lambda t: embedding_rows(t, stage.dim)  # noqa: E731
-    finish(stage(tok(corpus.docs.slice(0, s.warmup_docs))))
+    n_warm = s.warmup(corpus.docs.num_rows)
+    for start in range(0, n_warm, s.docs_per_batch):  # as the timed batches, when all
+        finish(stage(tok(corpus.docs.slice(start, min(s.docs_per_batch, n_warm - start)))))
     enc = stage.encoder
     real0, padded0 = enc.real_tokens, enc.padded_tokens
     # Timed apart: the tokenizer and the writer's row building run in other actors of the
@@ -208,7 +210,7 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
             lambda x, mask: enc.model(input_ids=x, attention_mask=mask),
         )
 
-    warm = ids[: s.warmup_docs]
+    warm = ids[: s.warmup(len(ids))]
     forward(warm, WindowPlan.build([len(x) for x in warm], enc.window, s.stride))
     real0, padded0 = enc.real_tokens, enc.padded_tokens
     clock = Clock()

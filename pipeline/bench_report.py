@@ -241,26 +241,27 @@ documents and weights. Throughput is in *window tokens*: each document is cut in
 job's windows (`--max-length` tokens, `--stride` tokens of overlap, the last window
 aligned to the document's end) and every window counts its tokens plus its special
 tokens, padding excluded; every row is credited that same count, so the ratios are
-ratios of time. Model loading and a warm-up on the first documents are outside the
-timings, except in the `jobs.annotate` row, which times the whole process on a fresh
-local Ray (start-up included). *tokens/CPU-s* divides by the CPU seconds of all the
-row's threads (and, for the Ray row, of all the job's processes): on a machine shared
-with other work it moves much less than the wall-clock rate, so the load average is
-printed with each run. *x ref* compares our NER rows with the transformers pipeline,
-our embedding rows with sentence-transformers, and the Ray job with our two stages in
-process. *padding* is the share of token positions computed that were padding, in
-each row's own forward passes. The NER model is the encoder with a token-classification
-head initialised at random (seed 0), as the issue's reference figures used; entity
-checks compare exact (document, start, end, label). The pipeline and the job only see
-the same windows in documents that fit one window (in longer ones the pipeline's last
-window is the remainder, ours is end-aligned), so identity is checked there; agreement
-on longer documents is reported. sentence-transformers is given the text of each of the
-job's windows (whole documents it would truncate). Our stage rows time three parts, as
-the job runs them in three kinds of actor: tokenizing, the stage itself (the inference
-actor's code: windows, forward passes, decoding; *stage alone* is its rate, and the GPU
-target's), and building the output rows (the writer's); in tables whose notes show no
-rows part (made before 2026-11-27) the stage time includes it.
-"""
+ratios of time. Model loading and a warm-up are outside the timings (the first 4
+documents on a CPU; on a GPU the whole corpus once, since a pass of a new shape first
+picks its kernels, which a long job pays once), except in the `jobs.annotate` row, which
+times the whole process on a fresh local Ray (start-up included). *tokens/CPU-s* divides
+by the CPU seconds of all the row's threads (and, for the Ray row, of all the job's
+processes): on a machine shared with other work it moves much less than the wall-clock
+rate, so the load average is printed with each run. *x ref* compares our NER rows with
+the transformers pipeline, our embedding rows with sentence-transformers, and the Ray
+job with our two stages in process. *padding* is the share of token positions computed
+that were padding, in each row's own forward passes. The NER model is the encoder with a
+token-classification head initialised at random (seed 0), as the issue's reference
+figures used; entity checks compare exact (document, start, end, label). The pipeline
+and the job only see the same windows in documents that fit one window (in longer ones
+the pipeline's last window is the remainder, ours is end-aligned), so identity is
+checked there; agreement on longer documents is reported. sentence-transformers is given
+the text of each of the job's windows (whole documents it would truncate). Our stage
+rows time three parts, as the job runs them in three kinds of actor: tokenizing, the
+stage itself (the inference actor's code: windows, forward passes, decoding; *stage
+alone* is its rate, and the GPU target's), and building the output rows (the writer's);
+in tables whose notes show no rows part (made before 2026-11-27) the stage time includes
+it."""
 
 
 def update_markdown(path: Path, key: str, section: str) -> None:
