@@ -128,7 +128,7 @@ def entities_column(
     if sorted(docs.tolist()) != list(range(n_docs)):
         raise AssertionError("every document of the batch must be decoded exactly once")
     counts = np.concatenate([g[2] for g in decoded]) if decoded else np.zeros(0, np.int64)
-    src = np.zeros(len(docs), dtype=np.int64)  # a group's first entity, in decoding order
+    src = np.zeros(len(docs), dtype=np.int64)  # each document's first entity, as decoded
     np.cumsum(counts[:-1], out=src[1:])
     order = np.argsort(docs)
     offsets = np.zeros(n_docs + 1, dtype=np.int64)
