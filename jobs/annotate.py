@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--batch-tokens",
         type=positive_int,
-        default=16384,
-        help="token budget per forward pass, padding included; larger uses more accelerator memory",
+        default=None,
+        help="token budget per forward pass, padding included (default: 16384 on CPU; on "
+        "GPUs up to 65536 as the model's width leaves room); larger uses more GPU memory",
     )
     s.add_argument(
         "--num-actors",

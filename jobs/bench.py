@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=512, help="window, tokens incl. special")
     p.add_argument("--stride", type=int, default=128, help="window overlap, tokens")
     p.add_argument(
-        "--batch-tokens", type=int, default=16384, help="our stages' tokens per forward pass"
+        "--batch-tokens",
+        type=int,
+        default=BenchSettings.batch_tokens,
+        help="our stages' tokens per forward pass (default: what the job picks for the model "
+        "on this machine)",
     )
     p.add_argument(
         "--docs-per-batch",

@@ -22,6 +22,7 @@ from pipeline.benchmark import (
     Corpus,
     Entity,
     forward_flops,
+    job_batch_tokens,
     peak_rss,
     row,
 )
@@ -135,16 +136,17 @@ def stage_row(
     from pipeline.stages.write import embedding_rows, entity_rows
 
     tok = Tokenize.of_model(role, model_dir)
+    budget = job_batch_tokens(s, model_dir, dtype)
     if role == "ner":
         stage: Any = NerStage(
-            model_dir, s.max_length, s.stride, "first", dtype, s.batch_tokens,
+            model_dir, s.max_length, s.stride, "first", dtype, budget,
             compile_model=s.compile_model,
         )  # fmt: skip
         finish: Callable[[pa.Table], pa.Table] = entity_rows
     else:
         pooling = models.default_pooling(Path(model_dir), model_dir)
         stage = EmbedStage(
-            model_dir, s.max_length, s.stride, pooling, True, dtype, s.batch_tokens,
+            model_dir, s.max_length, s.stride, pooling, True, dtype, budget,
             compile_model=s.compile_model,
         )  # fmt: skip
         finish = lambda t: embedding_rows(t, stage.dim)  # noqa: E731
@@ -169,7 +171,7 @@ def stage_row(
         "rows_s": round(rows.wall_s, 3),
         "stage_tokens_per_s": round(real / max(infer.wall_s, 1e-9), 1),
         "tokens_match": real == corpus.window_tokens,
-        "batch_tokens": s.batch_tokens,
+        "batch_tokens": budget,
     }
     if enc.device.type == "cuda":
         flops = forward_flops(stage.model, corpus.windows.length + corpus.n_special)
@@ -197,7 +199,12 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     tokens = Tokenize.of_model("ner", ner_dir)(corpus.docs)
     ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))
     enc = Encoder.load(
-        ner_dir, "ner", s.max_length, dtype, s.batch_tokens, compile_model=s.compile_model
+        ner_dir,
+        "ner",
+        s.max_length,
+        dtype,
+        job_batch_tokens(s, ner_dir, dtype),
+        compile_model=s.compile_model,
     )
     plan = WindowPlan.build([len(x) for x in ids], enc.window, s.stride)
 

@@ -231,7 +231,7 @@ def annotate_args(
         *("--input", input_uri, "--output", output_uri, "--mode", "overwrite"),
         *("--ner-model", ner_dir, "--embed-model", embed_dir),
         *("--max-length", str(s.max_length), "--stride", str(s.stride), "--dtype", dtype),
-        *("--batch-tokens", str(s.batch_tokens)),
+        *(("--batch-tokens", str(s.batch_tokens)) if s.batch_tokens else ()),
         *(("--docs-per-batch", str(s.docs_per_batch)) if s.docs_per_batch else ()),
         *(("--compile",) if s.compile_model else ()),
     ]

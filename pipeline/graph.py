@@ -10,15 +10,19 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from pipeline import commit, plan, storage
+from pipeline import commit, models, plan, storage
 from pipeline import schemas as S
 from pipeline.config import (
+    CPU_BATCH_TOKENS,
     CPU_DOCS_PER_BATCH,
+    GPU_ACTIVATION_BYTES,
     GPU_DOCS_PER_BATCH,
+    GPU_MAX_BATCH_TOKENS,
     AnnotateConfig,
     Scheduling,
 )
@@ -43,6 +47,7 @@ class RunResult:
     tokens_processed: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     docs_per_batch: int = 0  # as used (``docs_per_batch``), 0 when nothing was to do
+    batch_tokens: dict[str, int] = field(default_factory=dict)  # per model role, as used
     wall_s: float = 0.0
 
 
@@ -134,6 +139,37 @@ def run_batch_size(rp: RunPlan, sched: Scheduling, cluster: dict[str, float]) ->
     return docs_per_batch(sched, n_docs, len(rp.models), cluster)
 
 
+# Vectors of the model's width alive at once per token inside a layer, about: hidden
+# states, Q, K, V, attention output, the feed-forward's 4x expansion and its activation.
+ACTIVATIONS_PER_TOKEN = 16
+MIN_BATCH_TOKENS = 1024
+
+
+def batch_tokens(sched: Scheduling, width: int | None, dtype: str, gpus: int) -> int:
+    """Tokens per forward pass for a model ``width`` wide: the budget asked for; on CPUs
+    ``CPU_BATCH_TOKENS``; on GPUs the largest power of two up to ``GPU_MAX_BATCH_TOKENS``
+    whose activations fit in ``GPU_ACTIVATION_BYTES`` (in bf16: BERT-base and -large
+    65536, a 4096-wide model 16384). A model of unknown width gets 16384."""
+    if sched.batch_tokens:
+        return sched.batch_tokens
+    if not gpus:
+        return CPU_BATCH_TOKENS
+    per_value = 4 if dtype == "float32" else 2  # auto is bf16 on GPUs
+    fit = GPU_ACTIVATION_BYTES // (ACTIVATIONS_PER_TOKEN * (width or 4096) * per_value)
+    return max(MIN_BATCH_TOKENS, min(GPU_MAX_BATCH_TOKENS, 1 << (max(fit, 1).bit_length() - 1)))
+
+
+def run_batch_tokens(
+    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, cluster: dict[str, float]
+) -> dict[str, int]:
+    """``batch_tokens`` of each model of the run, by role."""
+    gpus = int(cluster.get("GPU", 0))
+    width = {
+        r: models.hidden_size(models.read_config(Path(i.local_dir))) for r, i in rp.models.items()
+    }
+    return {r: batch_tokens(sched, w, cfg.dtype, gpus) for r, w in width.items()}
+
+
 def build_dataset(
     rp: RunPlan,
     cfg: AnnotateConfig,
@@ -148,6 +184,7 @@ def build_dataset(
     n_models = len(rp.models)
     n_actors, resources, threads = _actor_args(sched, n_models, cluster)
     n_tokenizers = tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
+    budgets = run_batch_tokens(rp, cfg, sched, cluster)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
@@ -173,7 +210,7 @@ def build_dataset(
             "max_length": info.max_length,
             "stride": rp.stride[role],
             "dtype": cfg.dtype,
-            "batch_tokens": sched.batch_tokens,
+            "batch_tokens": budgets[role],
             "trust_remote_code": spec.trust_remote_code,
             "allow_pickle": cfg.allow_pickle,
             "threads": threads,
@@ -241,7 +278,11 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     per_batch = run_batch_size(rp, sched, cluster)
     if rp.todo:
         result.docs_per_batch = per_batch
-        log.info("batches of %d documents", per_batch)
+        result.batch_tokens = run_batch_tokens(rp, cfg, sched, cluster)
+        log.info(
+            "batches of %d documents; tokens per forward pass: %s", per_batch,
+            ", ".join(f"{r} {n}" for r, n in result.batch_tokens.items()),
+        )  # fmt: skip
     groups = plan.shard_groups(rp.todo, per_batch, sched.max_blocks_per_dataset)
     for i, group in enumerate(groups):
         if stopped:

@@ -117,6 +117,14 @@ def read_config(model_dir: Path) -> dict[str, Any]:
         return json.load(f)
 
 
+def hidden_size(config: dict[str, Any]) -> int | None:
+    """The width of the model's hidden states, under any of the names configs use."""
+    for key in ("hidden_size", "d_model", "dim", "n_embd"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
 def default_max_length(config: dict[str, Any]) -> int:
     """Tokens per window (special tokens included) from the model config, never from
     the tokenizer's ``model_max_length`` (1e30 for several biomedical checkpoints);

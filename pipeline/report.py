@@ -59,6 +59,7 @@ def build_run_json(
             "documents": result.docs_processed,
             "tokens": result.tokens_processed,
             "docs_per_batch": result.docs_per_batch,
+            "batch_tokens": result.batch_tokens,
             "wall_s": round(result.wall_s, 3),
             "docs_per_s": round(result.docs_processed / wall, 2),
             "tokens_per_s": round(result.tokens_processed / wall, 1),

@@ -78,6 +78,8 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     }
     assert run["shards"] == {"total": 3, "done": 3, "skipped": 0, "failed": 0}
     assert run["models"]["ner"]["weights_sha256"] and run["models"]["embed"]["dim"] == 32
+    # the budget the actors used, here the CPU default (no --batch-tokens given)
+    assert run["this_run"]["batch_tokens"] == {"ner": 16384, "embed": 16384}
 
     again = run_job(*args)
     assert again.returncode == 0, again.stderr[-3000:]
