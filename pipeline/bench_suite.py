@@ -45,11 +45,11 @@ def job_batch_size(n_docs: int) -> int:
     default actors: one a model on CPU, the GPUs split between the two models)."""
     import torch
 
-    from pipeline import graph
+    from pipeline import sizing
     from pipeline.config import Scheduling
 
     cluster = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-    return graph.docs_per_batch(Scheduling(), n_docs, 2, cluster)
+    return sizing.docs_per_batch(Scheduling(), n_docs, 2, cluster)
 
 
 def run_suite(req: BenchRequest) -> dict[str, Any]:

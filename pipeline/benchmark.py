@@ -41,7 +41,7 @@ class BenchSettings:
     stride: int = 128  # overlap between consecutive windows
     batch_tokens: int | None = None  # per forward pass; None: the job's (job_batch_tokens)
     # Documents per stage call, as the job's Ray batches; None: the size the job picks
-    # for the corpus by default (``graph.docs_per_batch``), so the Ray row runs as users
+    # for the corpus by default (``sizing.docs_per_batch``), so the Ray row runs as users
     # run it.
     docs_per_batch: int | None = None
     hf_batch_sizes: tuple[int, ...] = (1, 8, 32)  # the pipeline runs at the fastest
@@ -148,13 +148,13 @@ def prepare_corpus(table: pa.Table, tokenizer_dir: str, s: BenchSettings) -> Cor
 
 def job_batch_tokens(s: BenchSettings, model_dir: str, dtype: str) -> int:
     """Our stages' tokens per forward pass: as given, else what the job picks for this
-    model on this machine (``graph.batch_tokens``)."""
-    from pipeline import graph
+    model on this machine (``sizing.batch_tokens``)."""
+    from pipeline import sizing
     from pipeline.config import Scheduling
 
     width = models.hidden_size(models.read_config(Path(model_dir)))
     sched = Scheduling(batch_tokens=s.batch_tokens)
-    return graph.batch_tokens(sched, width, dtype, torch.cuda.device_count())
+    return sizing.batch_tokens(sched, width, dtype, torch.cuda.device_count())
 
 
 def build_ner_model(encoder_dir: str, dest: Path, seed: int = 0) -> str:

@@ -62,7 +62,7 @@ GPU_DOCS_PER_BATCH = 512
 # Tokens per forward pass when not given (padding included). A CPU pass costs about the
 # same per token at any size. On a GPU bigger passes run faster (BERT-base, bf16, H100:
 # NER 1.37M real tokens/s at 16384, 1.77M at 65536, 1.66M at 131072), up to what the
-# activations leave room for beside the weights (graph.batch_tokens).
+# activations leave room for beside the weights (sizing.batch_tokens).
 CPU_BATCH_TOKENS = 16384
 GPU_MAX_BATCH_TOKENS = 65536
 GPU_ACTIVATION_BYTES = 2 * 1024**3
@@ -78,9 +78,9 @@ class Scheduling:
     """How the work is spread over the cluster; never changes the rows produced."""
 
     num_actors: int | None = None  # per model; None = one per GPU, or 1 on CPU
-    batch_tokens: int | None = None  # per forward pass, padded; None = graph.batch_tokens
+    batch_tokens: int | None = None  # per forward pass, padded; None = sizing.batch_tokens
     docs_per_batch: int | None = None  # per Ray Data batch; None = the device default above
-    tokenizer_actors: int | None = None  # per tokenize stage; None = graph.tokenizer_actors
+    tokenizer_actors: int | None = None  # per tokenize stage; None = sizing.tokenizer_actors
     max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     compile_model: bool = False  # torch.compile each encoder: faster passes, slower start

@@ -6,26 +6,16 @@ The caller has connected to Ray; nothing here calls ``ray.init``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
 
-from pipeline import commit, models, plan, storage
+from pipeline import commit, plan, sizing, storage
 from pipeline import schemas as S
-from pipeline.config import (
-    CPU_BATCH_TOKENS,
-    CPU_DOCS_PER_BATCH,
-    GPU_ACTIVATION_BYTES,
-    GPU_DOCS_PER_BATCH,
-    GPU_MAX_BATCH_TOKENS,
-    AnnotateConfig,
-    Scheduling,
-)
+from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.plan import RunPlan, Shard
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
@@ -60,42 +50,6 @@ def _read_shards(batch: dict[str, Any], settings: ReadSettings, output_uri: str)
             plan.record_failure(output_uri, str(key), str(shard), exc)
 
 
-# Logical CPUs reserved by the light stages (reader, tokenizers, writer) on CPU-only runs.
-LIGHT_CPUS = 0.25
-
-
-def _actor_args(
-    sched: Scheduling, n_models: int, cluster: dict[str, float]
-) -> tuple[int, dict[str, Any], int | None]:
-    """Actor count, resources per model actor, and torch threads: one GPU per actor when
-    the cluster (its ``ray.cluster_resources()``) has GPUs, else the CPUs left by the
-    light stages split between models."""
-    gpus = int(cluster.get("GPU", 0))
-    if gpus:
-        n = sched.num_actors or max(1, gpus // n_models)
-        return n, {"num_gpus": sched.gpus_per_actor or 1, "num_cpus": 1}, None
-    n = sched.num_actors or 1
-    cpus = float(cluster.get("CPU", 1))
-    light = LIGHT_CPUS * (2 + n_models)
-    share = max(LIGHT_CPUS, (cpus - light) / max(1, n_models * n))
-    threads = max(1, int(cpus // max(1, n_models * n)))
-    return n, {"num_gpus": 0, "num_cpus": share}, threads
-
-
-# Tokenizer actors per inference actor on GPU clusters. In process on a 16-core Xeon,
-# tokenizing 1,000 documents took 0.7-1.9 s, a BERT-base stage on an H200 0.5-1.0 s.
-GPU_TOKENIZERS_PER_ACTOR = 2
-
-
-def tokenizer_actors(sched: Scheduling, n_actors: int, gpus: int) -> int:
-    """Actors per tokenize stage: as asked; else on GPUs enough to keep every inference
-    actor fed, and on CPUs one (tokenizing is a small share of a CPU pass, and the
-    CPUs are better spent on the models)."""
-    if sched.tokenizer_actors:
-        return sched.tokenizer_actors
-    return GPU_TOKENIZERS_PER_ACTOR * n_actors if gpus else 1
-
-
 def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     """``ds`` re-cut, as it streams, into blocks of at most ``rows`` rows.
 
@@ -109,67 +63,8 @@ def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     remote_args = getattr(out._logical_plan.dag, "ray_remote_args", None)
     if not isinstance(remote_args, dict):
         return ds
-    remote_args["num_cpus"] = LIGHT_CPUS
+    remote_args["num_cpus"] = sizing.LIGHT_CPUS
     return out
-
-
-# Batches wanted per model actor: with fewer, the models' actors wait on one another (on
-# a one-batch input the embedding actor starts when the NER actor has finished).
-MIN_BATCHES_PER_ACTOR = 4
-
-
-def docs_per_batch(sched: Scheduling, n_docs: int, n_models: int, cluster: dict[str, float]) -> int:
-    """Documents per Ray Data batch: the one asked for; else the device default, made
-    smaller when ``n_docs`` are too few to give every model actor (``n_models`` models'
-    pools on a cluster with ``cluster`` resources) ``MIN_BATCHES_PER_ACTOR`` batches."""
-    if sched.docs_per_batch:
-        return sched.docs_per_batch
-    gpus = int(cluster.get("GPU", 0))
-    default = GPU_DOCS_PER_BATCH if gpus else CPU_DOCS_PER_BATCH
-    n_actors = _actor_args(sched, n_models, cluster)[0] * max(1, n_models)
-    return max(1, min(default, math.ceil(n_docs / (MIN_BATCHES_PER_ACTOR * n_actors))))
-
-
-def run_batch_size(rp: RunPlan, sched: Scheduling, cluster: dict[str, float]) -> int:
-    """``docs_per_batch`` for this run, sized on the whole input, committed shards
-    included: a rerun then cuts the batches the first run cut, and its numbers are the
-    same to the last bit (a batch's composition changes how its windows are packed, so
-    the floats' rounding)."""
-    n_docs = sum(s.n_rows for s in rp.shards)
-    return docs_per_batch(sched, n_docs, len(rp.models), cluster)
-
-
-# Vectors of the model's width alive at once per token inside a layer, about: hidden
-# states, Q, K, V, attention output, the feed-forward's 4x expansion and its activation.
-ACTIVATIONS_PER_TOKEN = 16
-MIN_BATCH_TOKENS = 1024
-
-
-def batch_tokens(sched: Scheduling, width: int | None, dtype: str, gpus: int) -> int:
-    """Tokens per forward pass for a model ``width`` wide: the budget asked for; on CPUs
-    ``CPU_BATCH_TOKENS``; on GPUs the largest power of two up to ``GPU_MAX_BATCH_TOKENS``
-    whose activations fit in ``GPU_ACTIVATION_BYTES`` (in bf16: BERT-base and -large
-    65536, a 4096-wide model 16384). A model of unknown width gets 16384. The estimate
-    leaves out attention scores, which SDPA attention never holds whole; models on eager
-    attention hold more (GatorTron-base about 4x: 9.5 GB at 65536, docs/families.md)."""
-    if sched.batch_tokens:
-        return sched.batch_tokens
-    if not gpus:
-        return CPU_BATCH_TOKENS
-    per_value = 4 if dtype == "float32" else 2  # auto is bf16 on GPUs
-    fit = GPU_ACTIVATION_BYTES // (ACTIVATIONS_PER_TOKEN * (width or 4096) * per_value)
-    return max(MIN_BATCH_TOKENS, min(GPU_MAX_BATCH_TOKENS, 1 << (max(fit, 1).bit_length() - 1)))
-
-
-def run_batch_tokens(
-    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, cluster: dict[str, float]
-) -> dict[str, int]:
-    """``batch_tokens`` of each model of the run, by role."""
-    gpus = int(cluster.get("GPU", 0))
-    width = {
-        r: models.hidden_size(models.read_config(Path(i.local_dir))) for r, i in rp.models.items()
-    }
-    return {r: batch_tokens(sched, w, cfg.dtype, gpus) for r, w in width.items()}
 
 
 def build_dataset(
@@ -184,16 +79,16 @@ def build_dataset(
     documents, on a cluster with ``cluster`` resources (``ray.cluster_resources()``)."""
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
-    n_actors, resources, threads = _actor_args(sched, n_models, cluster)
-    n_tokenizers = tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
-    budgets = run_batch_tokens(rp, cfg, sched, cluster)
+    n_actors, resources, threads = sizing.actor_args(sched, n_models, cluster)
+    n_tokenizers = sizing.tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
+    budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
         _read_shards,
         batch_size=1,
         fn_kwargs={"settings": settings, "output_uri": cfg.output_uri},
-        num_cpus=LIGHT_CPUS,
+        num_cpus=sizing.LIGHT_CPUS,
     )
     ds = _blocks_of(ds, per_batch)
     batch = {"batch_size": per_batch, "batch_format": "pyarrow"}
@@ -202,7 +97,7 @@ def build_dataset(
             Tokenize,
             fn_constructor_kwargs={"roles": roles, "tokenizer": rp.tokenizers[roles[0]]},
             compute=ray.data.ActorPoolStrategy(size=n_tokenizers),
-            num_cpus=LIGHT_CPUS,
+            num_cpus=sizing.LIGHT_CPUS,
             **batch,
         )
     for role, info in rp.models.items():
@@ -242,7 +137,7 @@ def build_dataset(
             "dim": dim,
         },
         compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=LIGHT_CPUS,
+        num_cpus=sizing.LIGHT_CPUS,
         **batch,
     )
 
@@ -277,10 +172,10 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta, [])] = uri
     stopped = ""
     cluster = ray.cluster_resources()
-    per_batch = run_batch_size(rp, sched, cluster)
+    per_batch = sizing.run_batch_size(rp, sched, cluster)
     if rp.todo:
         result.docs_per_batch = per_batch
-        result.batch_tokens = run_batch_tokens(rp, cfg, sched, cluster)
+        result.batch_tokens = sizing.run_batch_tokens(rp, cfg, sched, cluster)
         log.info(
             "batches of %d documents; tokens per forward pass: %s", per_batch,
             ", ".join(f"{r} {n}" for r, n in result.batch_tokens.items()),

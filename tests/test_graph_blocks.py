@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import ray
 
-from pipeline import graph
+from pipeline import graph, sizing
 from pipeline.plan import Shard, shard_groups
 
 
@@ -27,7 +27,7 @@ def _one_shard() -> ray.data.Dataset:
             yield {"doc": np.arange(10) + 10 * i}
 
     items = ray.data.from_items([{"shard": "s0"}])
-    return items.map_batches(read, batch_size=1, num_cpus=graph.LIGHT_CPUS)
+    return items.map_batches(read, batch_size=1, num_cpus=sizing.LIGHT_CPUS)
 
 
 def test_a_shard_becomes_blocks_of_the_batch_size(local_ray) -> None:
@@ -53,16 +53,16 @@ def test_shards_are_grouped_into_datasets_of_at_most_max_blocks() -> None:
 def test_tokenizers_keep_up_with_gpu_actors_and_stay_single_on_cpu() -> None:
     from pipeline.config import Scheduling
 
-    assert graph.tokenizer_actors(Scheduling(), n_actors=4, gpus=8) == 8
-    assert graph.tokenizer_actors(Scheduling(), n_actors=1, gpus=0) == 1
-    assert graph.tokenizer_actors(Scheduling(tokenizer_actors=3), n_actors=4, gpus=8) == 3
+    assert sizing.tokenizer_actors(Scheduling(), n_actors=4, gpus=8) == 8
+    assert sizing.tokenizer_actors(Scheduling(), n_actors=1, gpus=0) == 1
+    assert sizing.tokenizer_actors(Scheduling(tokenizer_actors=3), n_actors=4, gpus=8) == 3
 
 
 def test_small_inputs_get_smaller_batches_so_that_the_models_overlap() -> None:
     from pipeline.config import CPU_DOCS_PER_BATCH, GPU_DOCS_PER_BATCH, Scheduling
 
     cpu, gpus = {"CPU": 2.0}, {"CPU": 16.0, "GPU": 8.0}
-    size = lambda n, cluster=cpu, **kw: graph.docs_per_batch(Scheduling(**kw), n, 2, cluster)  # noqa: E731
+    size = lambda n, cluster=cpu, **kw: sizing.docs_per_batch(Scheduling(**kw), n, 2, cluster)  # noqa: E731
     # 120 documents, one actor per model: 8 batches of 15, not two of 64
     assert size(120) == 15
     assert size(121) == 16  # rounded up: never a ninth batch of one document
@@ -85,7 +85,7 @@ def test_gpu_passes_are_as_large_as_the_model_width_leaves_room_for() -> None:
     )
 
     def budget(width, dtype="auto", gpus=1, **kw):
-        return graph.batch_tokens(Scheduling(**kw), width, dtype, gpus)
+        return sizing.batch_tokens(Scheduling(**kw), width, dtype, gpus)
 
     assert budget(768, gpus=0) == CPU_BATCH_TOKENS
     assert budget(768, batch_tokens=4096) == budget(768, gpus=0, batch_tokens=4096) == 4096
@@ -120,8 +120,8 @@ def test_each_model_gets_the_budget_of_its_own_width(tmp_path) -> None:
     rp = RunPlan(infos, {}, [], [], [])
     cfg = SimpleNamespace(dtype="auto")
     gpus = {"CPU": 16.0, "GPU": 8.0}
-    assert graph.run_batch_tokens(rp, cfg, Scheduling(), gpus) == {"ner": 65536, "embed": 16384}
-    assert graph.run_batch_tokens(rp, cfg, Scheduling(), {"CPU": 2.0}) == {
+    assert sizing.run_batch_tokens(rp, cfg, Scheduling(), gpus) == {"ner": 65536, "embed": 16384}
+    assert sizing.run_batch_tokens(rp, cfg, Scheduling(), {"CPU": 2.0}) == {
         "ner": 16384,
         "embed": 16384,
     }
@@ -139,9 +139,9 @@ def test_a_rerun_cuts_the_batches_of_the_first_run() -> None:
     first = RunPlan(infos, {}, shards, shards, [])
     rerun = RunPlan(infos, {}, shards, shards[3:], shards[:3])
     cpu = {"CPU": 2.0}
-    assert graph.run_batch_size(first, Scheduling(), cpu) == 15  # 120 docs, 2 actors
-    assert graph.run_batch_size(rerun, Scheduling(), cpu) == 15
-    assert graph.run_batch_size(rerun, Scheduling(num_actors=2), cpu) == 8  # 4 actors
+    assert sizing.run_batch_size(first, Scheduling(), cpu) == 15  # 120 docs, 2 actors
+    assert sizing.run_batch_size(rerun, Scheduling(), cpu) == 15
+    assert sizing.run_batch_size(rerun, Scheduling(num_actors=2), cpu) == 8  # 4 actors
 
 
 def test_tokenizer_actors_flag_reaches_the_scheduling() -> None:
