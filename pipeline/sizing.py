@@ -92,9 +92,9 @@ def batch_tokens(sched: Scheduling, width: int | None, dtype: str, gpus: int) ->
     """Tokens per forward pass for a model ``width`` wide: the budget asked for; on CPUs
     ``CPU_BATCH_TOKENS``; on GPUs the largest power of two up to ``GPU_MAX_BATCH_TOKENS``
     whose activations fit in ``GPU_ACTIVATION_BYTES`` (in bf16: BERT-base and -large
-    65536, a 4096-wide model 16384). A model of unknown width gets 16384. The estimate
-    leaves out attention scores, which SDPA attention never holds whole; models on eager
-    attention hold more (GatorTron-base about 4x: 9.5 GB at 65536, docs/families.md)."""
+    65536, a 4096-wide model 16384); a model of unknown width is taken as 4096 wide. The
+    estimate leaves out attention scores, which SDPA attention never holds whole; eager
+    attention holds more (GatorTron-base about 4x: 9.5 GB at 65536, docs/families.md)."""
     if sched.batch_tokens:
         return sched.batch_tokens
     if not gpus:
