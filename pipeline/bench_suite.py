@@ -43,13 +43,10 @@ class BenchRequest:
 def job_batch_size(n_docs: int) -> int:
     """Documents per batch the job picks by default for ``n_docs`` on this machine (its
     default actors: one a model on CPU, the GPUs split between the two models)."""
-    import torch
-
     from pipeline import sizing
     from pipeline.config import Scheduling
 
-    cluster = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-    return sizing.docs_per_batch(Scheduling(), n_docs, 2, cluster)
+    return sizing.docs_per_batch(Scheduling(), n_docs, 2, B.this_machine())
 
 
 def run_suite(req: BenchRequest) -> dict[str, Any]:

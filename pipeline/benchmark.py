@@ -11,6 +11,7 @@ row, which times the whole ``python -m jobs.annotate`` process (start-up include
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,11 @@ def prepare_corpus(table: pa.Table, tokenizer_dir: str, s: BenchSettings) -> Cor
 # --- models ---------------------------------------------------------------------------
 
 
+def this_machine() -> dict[str, float]:
+    """This machine's resources as a local Ray cluster would count them."""
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
 def job_batch_tokens(s: BenchSettings, model_dir: str, dtype: str) -> int:
     """Our stages' tokens per forward pass: as given, else what the job picks for this
     model on this machine (``sizing.batch_tokens``)."""
@@ -154,7 +160,7 @@ def job_batch_tokens(s: BenchSettings, model_dir: str, dtype: str) -> int:
 
     width = models.hidden_size(models.read_config(Path(model_dir)))
     sched = Scheduling(batch_tokens=s.batch_tokens)
-    return sizing.batch_tokens(sched, width, dtype, torch.cuda.device_count())
+    return sizing.batch_tokens(sched, width, dtype, int(this_machine()["GPU"]))
 
 
 def build_ner_model(encoder_dir: str, dest: Path, seed: int = 0) -> str:

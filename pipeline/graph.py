@@ -73,15 +73,16 @@ def build_dataset(
     sched: Scheduling,
     shards: list[Shard],
     per_batch: int,
+    budgets: dict[str, int],
     cluster: dict[str, float],
 ) -> ray.data.Dataset:
     """The dataset that processes ``shards`` in Ray Data batches of ``per_batch``
-    documents, on a cluster with ``cluster`` resources (``ray.cluster_resources()``)."""
+    documents, each model's passes ``budgets[role]`` tokens, on a cluster with ``cluster``
+    resources (``ray.cluster_resources()``)."""
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
     n_actors, resources, threads = sizing.actor_args(sched, n_models, cluster)
     n_tokenizers = sizing.tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
-    budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
@@ -173,9 +174,9 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     stopped = ""
     cluster = ray.cluster_resources()
     per_batch = sizing.run_batch_size(rp, sched, cluster)
+    budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
     if rp.todo:
-        result.docs_per_batch = per_batch
-        result.batch_tokens = sizing.run_batch_tokens(rp, cfg, sched, cluster)
+        result.docs_per_batch, result.batch_tokens = per_batch, budgets
         log.info(
             "batches of %d documents; tokens per forward pass: %s", per_batch,
             ", ".join(f"{r} {n}" for r, n in result.batch_tokens.items()),
@@ -186,7 +187,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             break
         if len(groups) > 1:
             log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
-        ds = build_dataset(rp, cfg, sched, group, per_batch, cluster)
+        ds = build_dataset(rp, cfg, sched, group, per_batch, budgets, cluster)
         try:
             for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in out.to_pylist():

@@ -173,7 +173,8 @@ def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) 
     cfg = AnnotateConfig("in", "out", ModelSpec("m", "ner"), ModelSpec("m", "embed"))
     shards = [Shard("in/a.parquet", "a", 10)]
     rp = RunPlan(infos, {r: 128 for r in roles}, shards, shards, [], tokenizers=tokenizers)
-    ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, 4, {"CPU": 2.0}))
+    budgets = {r: 16384 for r in roles}
+    ops = _operators(graph.build_dataset(rp, cfg, Scheduling(), shards, 4, budgets, {"CPU": 2.0}))
     assert ops.count("MapBatches(Tokenize)") == n_stages
     assert ops.index("MapBatches(Tokenize)") < ops.index("MapBatches(NerStage)")
     assert ops[-3:] == ["MapBatches(NerStage)", "MapBatches(EmbedStage)", "MapBatches(StageWriter)"]
