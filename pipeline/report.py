@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pyarrow.compute as pc
-
-from pipeline import commit, storage
+from pipeline import commit, repeated_ids, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.graph import RunResult
@@ -71,9 +69,9 @@ def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
     """doc_ids that occur in more than one row of the documents table, within or across
     shards. Both rows are kept (never merged); only counts and shard names are reported,
     since ids can be identifiers such as record numbers."""
-    counts = storage.doc_id_counts(storage.join(output_uri, S.DOCUMENTS_DIR))
+    documents = storage.join(output_uri, S.DOCUMENTS_DIR)
+    dup = repeated_ids.repeated_doc_ids(lambda: storage.doc_id_columns(documents))
     key_to_uri = {s.key: s.uri for s in rp.shards}
-    dup = counts.filter(pc.greater(counts.column("count"), 1))
     shards = sorted({key_to_uri.get(k, k) for k in dup.column("key").to_pylist()})
     # one row per (id, file) carrying the id's total: count each id's total once
     totals = dict(zip(dup.column(S.DOC_ID).to_pylist(), dup.column("count").to_pylist()))

@@ -168,38 +168,13 @@ def move(src_uri: str, dst_uri: str) -> None:
     fs.mv(src, dst, recursive=True)
 
 
-def _empty_counts() -> pa.Table:
-    return pa.table(
-        {
-            "doc_id": pa.array([], pa.string()),
-            "key": pa.array([], pa.string()),
-            "count": pa.array([], pa.int64()),
-        }
-    )
-
-
-def doc_id_counts(documents_uri: str) -> pa.Table:
-    """For every doc_id of a documents table, how many rows it has and in which files:
-    columns ``doc_id``, ``key`` (file name without .parquet) and ``count`` where a doc_id
-    is counted once per file, so an id in two files shows as two rows with the total."""
+def doc_id_columns(documents_uri: str) -> Iterator[tuple[str, pa.Array]]:
+    """Each file of a documents table, one file in memory at a time: its key (the file
+    name without ``.parquet``) and its non-null doc_ids."""
     fs, path = filesystem(documents_uri)
     if not fs.exists(path):
-        return _empty_counts()
-    dataset = pads.dataset(path, format="parquet", filesystem=fs)
-    parts = []
-    for fragment in dataset.get_fragments():
-        ids = fragment.to_table(columns=["doc_id"]).column("doc_id")
-        parts.append(
-            pa.table({"doc_id": ids, "file": pa.array([fragment.path] * len(ids), pa.string())})
-        )
-    if not parts:
-        return _empty_counts()
-    table = pa.concat_tables(parts)
-    table = table.filter(pc.is_valid(table.column("doc_id")))
-    keys = pc.replace_substring_regex(table.column("file"), r"^.*/|\.parquet$", "")
-    table = pa.table({"doc_id": table.column("doc_id"), "key": keys})
-    totals = (
-        table.group_by("doc_id").aggregate([("key", "count")]).rename_columns(["doc_id", "count"])
-    )
-    per_file = table.group_by(["doc_id", "key"]).aggregate([])
-    return per_file.join(totals, "doc_id")
+        return
+    for fragment in pads.dataset(path, format="parquet", filesystem=fs).get_fragments():
+        ids = fragment.to_table(columns=["doc_id"]).column("doc_id").combine_chunks()
+        key = posixpath.basename(fragment.path).removesuffix(".parquet")
+        yield key, ids.filter(pc.is_valid(ids))

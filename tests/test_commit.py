@@ -145,17 +145,3 @@ def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path)
     cfg = dataclasses.replace(_cfg(tmp_path), mode="overwrite")
     work = plan.work_output(cfg, "new")
     assert not storage.exists(storage.join(work, "run.json"))
-
-
-def test_duplicate_ids_are_counted_within_and_across_files(tmp_path):
-    d = tmp_path / "documents"
-    d.mkdir()
-    pq.write_table(pa.table({"doc_id": ["a", "b", "a", None]}), d / "k1.parquet")
-    pq.write_table(pa.table({"doc_id": ["c", "b"]}), d / "k2.parquet")
-    rows = storage.doc_id_counts(str(d)).sort_by([("doc_id", "ascending"), ("key", "ascending")])
-    assert rows.to_pylist() == [
-        {"doc_id": "a", "key": "k1", "count": 2},
-        {"doc_id": "b", "key": "k1", "count": 2},
-        {"doc_id": "b", "key": "k2", "count": 2},
-        {"doc_id": "c", "key": "k2", "count": 1},
-    ]
