@@ -133,3 +133,39 @@ def finish_promotion(output_uri: str) -> bool:
             storage.move(storage.join(nxt, item), storage.join(output_uri, item))
     storage.remove(nxt, recursive=True)
     return True
+
+
+class StagedParts:
+    """Which parts (staged batches) of each shard the writer has reported, until the
+    shard is complete. A complete shard's parts are handed over once and forgotten, so
+    this holds the batches of the shards in flight, not of the corpus; a part reported
+    again (Ray ran its batch twice, overwriting the same files) counts once."""
+
+    def __init__(self, expected_docs: dict[str, int]) -> None:
+        self._expected = expected_docs
+        self._parts: dict[str, list[str]] = {}
+        self._seen: dict[str, set[str]] = {}
+        self._docs: dict[str, int] = {}
+        self._complete: set[str] = set()
+
+    def add(self, shard: str, part: str, n_docs: int) -> tuple[bool, list[str] | None]:
+        """Record one part of ``shard`` holding ``n_docs`` documents. Returns whether the
+        part is new, and the shard's parts when this part completed it (else None)."""
+        if shard in self._complete or part in self._seen.get(shard, ()):
+            return False, None
+        self._seen.setdefault(shard, set()).add(part)
+        self._parts.setdefault(shard, []).append(part)
+        self._docs[shard] = self._docs.get(shard, 0) + n_docs
+        if self._docs[shard] != self._expected[shard]:
+            return True, None
+        self._complete.add(shard)
+        del self._seen[shard], self._docs[shard]
+        return True, self._parts.pop(shard)
+
+    def staged_docs(self, shard: str) -> int:
+        """Documents staged so far of a shard not yet complete."""
+        return self._docs.get(shard, 0)
+
+    def in_flight(self) -> int:
+        """Parts held for shards not yet complete."""
+        return sum(len(p) for p in self._parts.values())

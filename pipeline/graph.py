@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +164,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     meta = {"fingerprint": rp.fingerprint}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
-    staged: dict[str, dict[str, int]] = defaultdict(dict)
+    staged = commit.StagedParts(expected)
     pending: dict[ray.ObjectRef, str] = {}
     # Zero-row shards have nothing to stage: publish their empty tables straight away.
     for uri, n in expected.items():
@@ -192,12 +191,11 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in out.to_pylist():
                     shard = row[S.SHARD]
-                    if row["part"] not in staged[shard]:
+                    new, parts = staged.add(shard, row["part"], row["n_docs"])
+                    if new:
                         result.docs_processed += row["n_docs"]
                         result.tokens_processed += row["n_tokens"]
-                    staged[shard][row["part"]] = row["n_docs"]
-                    if sum(staged[shard].values()) == expected[shard]:
-                        parts = list(staged[shard])
+                    if parts is not None:
                         ref = publish.remote(
                             cfg.output_uri, keys[shard], shard, schemas, meta, parts
                         )
@@ -216,7 +214,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
         log.info("committed shard %s (%s)", record["key"], record["rows"])
     for s in rp.todo:
         if s.uri not in result.shards_done and s.uri not in result.shards_failed:
-            got = sum(staged[s.uri].values())
+            got = staged.staged_docs(s.uri)
             reason = (
                 plan.read_failure(cfg.output_uri, s.key)
                 or stopped

@@ -145,3 +145,32 @@ def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path)
     cfg = dataclasses.replace(_cfg(tmp_path), mode="overwrite")
     work = plan.work_output(cfg, "new")
     assert not storage.exists(storage.join(work, "run.json"))
+
+
+def test_staged_parts_complete_each_shard_once_and_forget_it():
+    staged = commit.StagedParts({"s1": 5, "s2": 3})
+    assert staged.add("s1", "p0", 2) == (True, None)
+    assert staged.add("s2", "q0", 3) == (True, ["q0"])  # interleaved; one part is all of s2
+    assert staged.add("s1", "p0", 2) == (False, None)  # a batch Ray ran again: counted once
+    assert staged.staged_docs("s1") == 2 and staged.in_flight() == 1
+    assert staged.add("s1", "p1", 3) == (True, ["p0", "p1"])
+    # a late repeat of a part of a complete shard publishes nothing again
+    assert staged.add("s1", "p1", 3) == (False, None)
+    assert staged.add("s2", "q0", 3) == (False, None)
+    assert staged.in_flight() == 0
+
+
+def test_staged_parts_hold_only_the_shards_in_flight():
+    n_shards, parts_per_shard = 300, 40
+    staged = commit.StagedParts({f"s{k}": parts_per_shard for k in range(n_shards)})
+    done, most = 0, 0
+    # two shards in flight at a time, their parts interleaved, one document a part
+    for k in range(0, n_shards, 2):
+        for i in range(parts_per_shard):
+            for shard in (f"s{k}", f"s{k + 1}"):
+                new, parts = staged.add(shard, f"{shard}-p{i}", 1)
+                assert new
+                done += parts is not None
+                most = max(most, staged.in_flight())
+    assert done == n_shards
+    assert most <= 2 * parts_per_shard and staged.in_flight() == 0
