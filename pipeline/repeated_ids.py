@@ -1,6 +1,7 @@
 """doc_ids that occur in more than one row of a documents table, found in memory that
-stays at 8 bytes a document whatever the ids and the corpus (36M PubMed abstracts: about
-290 MB), where grouping the ids themselves held some 400 bytes a document in the driver.
+stays at 8 bytes a document whatever the ids (36M PubMed abstracts: about 290 MB), where
+grouping the ids themselves held some 300 bytes a document in the driver
+(``docs/experiments/repeated_ids_memory.py``).
 
 A first pass keeps only a 64-bit hash of each id; a second pass, run only when some
 hash repeats, rereads the ids of those hashes and counts them exactly, so a hash
