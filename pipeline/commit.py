@@ -143,24 +143,25 @@ class StagedParts:
 
     def __init__(self, expected_docs: dict[str, int]) -> None:
         self._expected = expected_docs
-        self._parts: dict[str, list[str]] = {}
-        self._seen: dict[str, set[str]] = {}
+        self._parts: dict[str, dict[str, None]] = {}  # insertion-ordered set per shard
         self._docs: dict[str, int] = {}
         self._complete: set[str] = set()
 
     def add(self, shard: str, part: str, n_docs: int) -> tuple[bool, list[str] | None]:
         """Record one part of ``shard`` holding ``n_docs`` documents. Returns whether the
         part is new, and the shard's parts when this part completed it (else None)."""
-        if shard in self._complete or part in self._seen.get(shard, ()):
+        if shard in self._complete:
             return False, None
-        self._seen.setdefault(shard, set()).add(part)
-        self._parts.setdefault(shard, []).append(part)
+        parts = self._parts.setdefault(shard, {})
+        if part in parts:
+            return False, None
+        parts[part] = None
         self._docs[shard] = self._docs.get(shard, 0) + n_docs
         if self._docs[shard] != self._expected[shard]:
             return True, None
         self._complete.add(shard)
-        del self._seen[shard], self._docs[shard]
-        return True, self._parts.pop(shard)
+        del self._docs[shard], self._parts[shard]
+        return True, list(parts)
 
     def staged_docs(self, shard: str) -> int:
         """Documents staged so far of a shard not yet complete."""
