@@ -64,16 +64,34 @@ def publish_shard(
     boundaries (another batch size), which would repeat rows. Parts are concatenated in
     row order (their names start with the first row index). Returns the commit record
     (row counts per table).
+
+    Safe to retry: when this run (``meta["run"]``) already wrote the record, the record
+    is returned as it stands; and a part missing from staging fails the call before any
+    table is written, so a shard is never committed with fewer rows than were staged.
     """
     staging = storage.join(output_uri, "_staging", key)
+    record_uri = commit_path(output_uri, key)
+    if "run" in meta and storage.exists(record_uri):
+        done = storage.read_json(record_uri)
+        if done.get("run") == meta["run"] and done.get("shard") == shard_uri:
+            storage.remove(staging, recursive=True)  # what the first attempt left to do
+            return done
     wanted = set(parts)
+    found: dict[str, list[str]] = {}
+    for table_name in schemas:
+        files = storage.list_files(storage.join(staging, table_name))
+        found[table_name] = [p for p in files if posixpath.basename(p) in wanted]
+        if len(found[table_name]) != len(wanted):
+            # The writer reports a part once it is written to every table of the run.
+            raise RuntimeError(
+                f"shard {key}: {len(wanted) - len(found[table_name])} of {len(wanted)} "
+                f"staged {table_name} parts are missing; the shard stays uncommitted and a "
+                "rerun redoes it"
+            )
     counts: dict[str, int] = {}
     tallies: dict[str, dict[str, int]] = {}
     for table_name, schema in schemas.items():
-        files = storage.list_files(storage.join(staging, table_name))
-        tables = [
-            storage.read_parquet_table(p) for p in sorted(files) if posixpath.basename(p) in wanted
-        ]
+        tables = [storage.read_parquet_table(p) for p in sorted(found[table_name])]
         merged = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
         storage.write_parquet_table(
             storage.join(output_uri, table_name, f"{key}.parquet"), merged, schema
@@ -93,7 +111,7 @@ def publish_shard(
         "statuses": tallies.get(S.STATUS, {}),
         **meta,
     }
-    storage.write_json(commit_path(output_uri, key), record)
+    storage.write_json(record_uri, record)
     storage.remove(staging, recursive=True)
     return record
 

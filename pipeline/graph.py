@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +162,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     schemas = rp.output_schemas()
     # Publishing only copies staged files, so retrying it after any error is safe.
     publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(commit.publish_shard)
-    meta = {"fingerprint": rp.fingerprint}
+    # The run's id in each commit record tells a retried publish what it already did.
+    meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
     staged = commit.StagedParts(expected)
