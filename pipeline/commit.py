@@ -121,34 +121,65 @@ def publish_shard(
 NEXT = "_next"
 PROMOTING = "_PROMOTING"
 PUBLIC_ITEMS = (*TABLES, "_commits", "_manifest.json", S.RUN_JSON)
+# What an old output may hold that the new generation replaces or drops.
+REPLACED_ITEMS = (*PUBLIC_ITEMS, "_failures", "_staging")
 
 
 def next_generation(output_uri: str) -> str:
     return storage.join(output_uri, NEXT)
 
 
+def _files_under(root: str, items: Collection[str]) -> list[str]:
+    """Paths relative to ``root`` of the files of ``items`` (folders or files) under it."""
+    base = storage.filesystem(root)[1].rstrip("/") + "/"
+    paths = [
+        storage.filesystem(f)[1]
+        for item in items
+        for f in storage.list_files(storage.join(root, item))
+    ]
+    return [p[len(base) :] for p in paths if p.startswith(base)]
+
+
 def promote_next(output_uri: str) -> None:
     """Replace the output's tables with the completed ``_next`` generation.
 
-    A marker written first makes the swap resumable: object stores cannot swap folders
-    atomically, so a crash half-way is finished by the next run (see
-    :func:`finish_promotion`), and the old tables are only removed once the new ones
-    are complete.
+    Object stores cannot swap folders, and move a folder by copying then deleting file
+    by file, so the swap goes file by file from a list written first (the marker): a
+    crash at any point is finished by the next run (:func:`finish_promotion`), which
+    can always tell an old file from a new one, and old files are only removed once the
+    new generation is complete.
     """
     nxt = next_generation(output_uri)
-    storage.write_json(storage.join(nxt, PROMOTING), {"promoting_into": output_uri})
+    files = sorted(_files_under(nxt, PUBLIC_ITEMS))
+    storage.write_json(storage.join(nxt, PROMOTING), {"promoting_into": output_uri, "files": files})
     finish_promotion(output_uri)
 
 
 def finish_promotion(output_uri: str) -> bool:
     """Complete a promotion that was started; returns whether there was one."""
     nxt = next_generation(output_uri)
-    if not storage.exists(storage.join(nxt, PROMOTING)):
+    marker = storage.join(nxt, PROMOTING)
+    if not storage.exists(marker):
         return False
-    for item in PUBLIC_ITEMS:
-        if storage.exists(storage.join(nxt, item)):
+    files = storage.read_json(marker).get("files")
+    if files is None:  # a marker of an older version: it replaced whole items
+        for item in PUBLIC_ITEMS:
+            if storage.exists(storage.join(nxt, item)):
+                storage.remove(storage.join(output_uri, item), recursive=True)
+                storage.move(storage.join(nxt, item), storage.join(output_uri, item))
+        storage.remove(nxt, recursive=True)
+        return True
+    new = set(files)
+    # Old files the new generation has no file of the same name for (tables or shards it
+    # does not have, old failure records) go; the others are overwritten below.
+    stale = [f for f in _files_under(output_uri, REPLACED_ITEMS) if f not in new]
+    storage.remove_files([storage.join(output_uri, f) for f in stale])
+    for item in REPLACED_ITEMS:  # a local folder outlives its files
+        if not any(f == item or f.startswith(item + "/") for f in new):
             storage.remove(storage.join(output_uri, item), recursive=True)
-            storage.move(storage.join(nxt, item), storage.join(output_uri, item))
+    # A file still in _next has not been moved yet (or was copied but not yet deleted).
+    for f in sorted(set(_files_under(nxt, PUBLIC_ITEMS)) & new):
+        storage.move(storage.join(nxt, f), storage.join(output_uri, f))
     storage.remove(nxt, recursive=True)
     return True
 

@@ -137,12 +137,23 @@ def remove(uri: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
+def remove_files(uris: list[str]) -> None:
+    """Delete the given files of one filesystem in one call (a bulk delete on S3)."""
+    if not uris:
+        return
+    fs, _ = filesystem(uris[0])
+    fs.rm([filesystem(u)[1] for u in uris])
+
+
 def list_files(uri: str) -> list[str]:
-    """Full URIs of the files under ``uri`` (empty if missing). Folder markers that
-    object stores keep for empty "directories" are not files."""
+    """Full URIs of the files under ``uri``, or of ``uri`` itself if it is a file (empty
+    if missing). Folder markers that object stores keep for empty "directories" are not
+    files."""
     fs, path = filesystem(uri)
     if not fs.exists(path):
         return []
+    if fs.isfile(path):
+        return [to_uri(fs, path)]
     found = fs.find(path, detail=True)
     return sorted(
         to_uri(fs, p)

@@ -160,7 +160,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_promoted(tmp_path):
     assert not storage.exists(storage.join(out, "_next"))
 
 
-def test_a_promotion_cut_short_is_finished_by_the_next_run(tmp_path):
+def test_a_promotion_an_older_version_cut_short_is_finished_by_the_next_run(tmp_path):
     out = str(tmp_path / "out")
     _fake_output(out, "old", "old")
     nxt = storage.join(out, "_next")
@@ -173,6 +173,89 @@ def test_a_promotion_cut_short_is_finished_by_the_next_run(tmp_path):
     assert plan.work_output(_cfg(tmp_path), "new") == out
     assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
     assert not storage.exists(nxt)
+
+
+def _generation(root, marker, tables, shards, failures=()):
+    """An output generation: every file holds (or is named after) ``marker``."""
+    storage.write_json(storage.join(root, "_manifest.json"), {"fingerprint": marker})
+    storage.write_json(storage.join(root, "run.json"), {"marker": marker})
+    for k in shards:
+        storage.write_json(storage.join(root, "_commits", f"{k}.json"), {"marker": marker})
+        for t in tables:
+            table = pa.table({"x": [f"{marker}-{k}"]})
+            storage.write_parquet_table(storage.join(root, t, f"{k}.parquet"), table)
+    for k in failures:
+        storage.write_json(storage.join(root, "_failures", f"{k}.json"), {"marker": marker})
+
+
+def _old_and_new(out):
+    # The new configuration has no embeddings, one shard fewer, and no failures.
+    _generation(out, "old", ["documents", "embeddings"], ["k1", "k2", "k3"], failures=["k9"])
+    _generation(storage.join(out, "_next"), "new", ["documents", "entities"], ["k1", "k2"])
+
+
+def _assert_only_new(out, folders_too=True):
+    """``folders_too``: no empty folder left either (SeaweedFS keeps the folders of
+    deleted objects: there, files only)."""
+    for t in ("documents", "entities"):
+        x = storage.read_parquet_table(storage.join(out, t)).column("x").to_pylist()
+        assert sorted(x) == ["new-k1", "new-k2"], (t, x)
+    assert commit.committed_keys(out) == {"k1", "k2"}
+    for item in ("embeddings", "_failures", "_next"):
+        assert not storage.list_files(storage.join(out, item)), item
+        assert not folders_too or not storage.exists(storage.join(out, item)), item
+    assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
+    assert storage.read_json(storage.join(out, "_manifest.json"))["fingerprint"] == "new"
+
+
+def test_a_promotion_leaves_nothing_of_the_old_output(tmp_path):
+    out = str(tmp_path / "out")
+    _old_and_new(out)
+    commit.promote_next(out)
+    _assert_only_new(out)
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_at", range(22))  # every step: 6 deletes, then 8 files x 2 steps
+def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
+    tmp_path, monkeypatch, crash_at
+):
+    """Moves as object stores make them (copy, then delete): the job dies at the
+    ``crash_at``-th storage step of the swap, possibly between a file's copy and its
+    delete; the next run of the job must end with the new generation, whole, alone."""
+    out = str(tmp_path / "out")
+    _old_and_new(out)
+    steps = iter(range(100))
+    real_move, real_remove_files = storage.move, storage.remove_files
+
+    def step() -> None:
+        if next(steps) == crash_at:
+            raise _Crash
+
+    def s3_move(src: str, dst: str) -> None:
+        step()
+        storage.write_json(dst, storage.read_json(src)) if src.endswith(".json") else (
+            storage.write_parquet_table(dst, storage.read_parquet_table(src))
+        )
+        step()
+        storage.remove(src)
+
+    def remove_files(uris: list[str]) -> None:
+        for u in uris:
+            step()
+            real_remove_files([u])
+
+    monkeypatch.setattr(storage, "move", s3_move)
+    monkeypatch.setattr(storage, "remove_files", remove_files)
+    with pytest.raises(_Crash):
+        commit.promote_next(out)
+    monkeypatch.setattr(storage, "move", real_move)
+    monkeypatch.setattr(storage, "remove_files", real_remove_files)
+    assert plan.work_output(_cfg(tmp_path), "new") == out  # any mode finishes the swap
+    _assert_only_new(out)
 
 
 def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path):

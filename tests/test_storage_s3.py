@@ -121,3 +121,15 @@ def test_written_file_is_visible_at_once(s3_env: str, name: str) -> None:
     assert fs.find(parent) == []
     storage.write_parquet_table(uri, _entities(2))
     assert [p.rsplit("/", 1)[-1] for p in fs.find(parent)] == [name.rsplit("/", 1)[-1]]
+
+
+def test_an_overwrite_is_promoted_on_s3_with_nothing_old_left(s3_env: str) -> None:
+    """The file-by-file swap on a real object store: bulk delete of the old files,
+    copy-and-delete moves, single files (run.json) listed like folders."""
+    from test_commit import _assert_only_new, _old_and_new
+
+    from pipeline import commit
+
+    _old_and_new(s3_env)
+    commit.promote_next(s3_env)
+    _assert_only_new(s3_env, folders_too=False)
