@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         rp = make_plan(cfg)  # lists and checks every shard before any model loads
         work = work_output(cfg, rp.fingerprint)
     except (InputError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {report.redact_uri(str(exc))}", file=sys.stderr)
         return 2
     final_output = cfg.output_uri
     cfg = dataclasses.replace(cfg, output_uri=work)
@@ -299,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     result = graph.run(rp, cfg, sched)
     try:
         run = report.build_run_json(cfg, sched, rp, result)  # reads the tables back
-        run["config"]["output_uri"] = final_output
+        run["config"]["output_uri"] = report.redact_uri(final_output)
         storage.write_json(storage.join(work, S.RUN_JSON), run)
     except OSError as exc:  # storage down past its retries; committed shards are kept
         print(
-            f"error: could not write {S.RUN_JSON} under {work} ({type(exc).__name__}); "
+            f"error: could not write {S.RUN_JSON} under {report.redact_uri(work)} "
+            f"({type(exc).__name__}); "
             f"{len(result.shards_done)} shards were committed; rerun the same command to resume",
             file=sys.stderr,
         )
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         commit.promote_next(final_output)  # the old output is replaced only now
     elif work != final_output:
         log.error("overwrite incomplete: the previous output is untouched; rerun to resume")
-    print(report.summary_text(run, final_output if not result.shards_failed else work))
+    shown = report.redact_uri(final_output if not result.shards_failed else work)
+    print(report.summary_text(run, shown))
     if demo and not result.shards_failed:
         from pipeline import demo_model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -35,34 +36,37 @@ def build_run_json(
 ) -> dict[str, Any]:
     rows, labels, statuses = table_counts(cfg.output_uri, rp, result)
     wall = max(result.wall_s, 1e-9)
-    return {
-        "config": cfg.to_dict(),
-        "scheduling": sched.__dict__,
-        "fingerprint": rp.fingerprint,
-        "models": {role: info.__dict__ for role, info in rp.models.items()},
-        "effective_stride": rp.stride,
-        "input_shards": [s.uri for s in rp.shards] + sorted(rp.failed),
-        "shards": {
-            "total": len(rp.shards) + len(rp.failed),
-            "done": len(result.shards_done),
-            "skipped": len(result.shards_skipped),
-            "failed": len(result.shards_failed),
-        },
-        "failed_shards": result.shards_failed,
-        "duplicate_doc_ids": duplicate_doc_ids(cfg.output_uri, rp),
-        "rows": rows,
-        "entities_by_label": labels,
-        "documents_by_status": statuses,
-        "this_run": {
-            "documents": result.docs_processed,
-            "tokens": result.tokens_processed,
-            "docs_per_batch": result.docs_per_batch,
-            "batch_tokens": result.batch_tokens,
-            "wall_s": round(result.wall_s, 3),
-            "docs_per_s": round(result.docs_processed / wall, 2),
-            "tokens_per_s": round(result.tokens_processed / wall, 1),
-        },
-    }
+    # Any URI may carry user:password@ (fsspec accepts it): run.json is read widely.
+    return redacted(
+        {
+            "config": cfg.to_dict(),
+            "scheduling": sched.__dict__,
+            "fingerprint": rp.fingerprint,
+            "models": {role: info.__dict__ for role, info in rp.models.items()},
+            "effective_stride": rp.stride,
+            "input_shards": [s.uri for s in rp.shards] + sorted(rp.failed),
+            "shards": {
+                "total": len(rp.shards) + len(rp.failed),
+                "done": len(result.shards_done),
+                "skipped": len(result.shards_skipped),
+                "failed": len(result.shards_failed),
+            },
+            "failed_shards": result.shards_failed,
+            "duplicate_doc_ids": duplicate_doc_ids(cfg.output_uri, rp),
+            "rows": rows,
+            "entities_by_label": labels,
+            "documents_by_status": statuses,
+            "this_run": {
+                "documents": result.docs_processed,
+                "tokens": result.tokens_processed,
+                "docs_per_batch": result.docs_per_batch,
+                "batch_tokens": result.batch_tokens,
+                "wall_s": round(result.wall_s, 3),
+                "docs_per_s": round(result.docs_processed / wall, 2),
+                "tokens_per_s": round(result.tokens_processed / wall, 1),
+            },
+        }
+    )
 
 
 def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
@@ -108,15 +112,22 @@ def summary_text(run: dict[str, Any], output_uri: str) -> str:
     return "\n".join(lines)
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without any user:password@ part."""
+    return re.sub(r"//[^/@\s]+@", "//***@", uri)
+
+
 def redacted(config: dict[str, Any]) -> dict[str, Any]:
-    """The config for logs: URIs lose any user:password@ part."""
-    import re
+    """``config`` (any nesting of dicts and lists) for logs and run.json: URIs lose any
+    user:password@ part, in values and in keys."""
 
     def clean(v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
+            return {clean(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
         if isinstance(v, str):
-            return re.sub(r"//[^/@\s]+@", "//***@", v)
+            return redact_uri(v)
         return v
 
     return clean(config)

@@ -131,3 +131,26 @@ def test_a_pickle_only_checkpoint_is_refused_before_any_work(tmp_path):
     assert rc == 2, stderr[-3000:]
     assert "--allow-pickle" in stderr and str(model) in stderr
     assert "Started a local Ray instance" not in stderr
+
+
+def test_credentials_in_uris_are_redacted_in_values_keys_and_lists():
+    """run.json holds the config, the models' sources, the shard URIs and the failed
+    shards (URIs as keys); fsspec accepts ``s3://key:secret@bucket`` in any of them."""
+    import json
+
+    from pipeline.report import redact_uri, redacted
+
+    run = {
+        "config": {"input_uri": "s3://AKIAUSER:s3cretKEY@bucket/in", "output_uri": "/out"},
+        "models": {"ner": {"source": "s3://u:pw1@bucket/model", "dim": 384}},
+        "input_shards": ["s3://u:pw2@bucket/in/a.parquet", "/local/b.parquet"],
+        "failed_shards": {"gs://u:pw3@bucket/in/c.parquet": "OSError: gone"},
+    }
+    text = json.dumps(redacted(run))
+    for secret in ("AKIAUSER", "s3cretKEY", "pw1", "pw2", "pw3"):
+        assert secret not in text
+    assert "s3://***@bucket/in" in text and "/local/b.parquet" in text
+    assert '"dim": 384' in text  # other values untouched
+    assert redact_uri("error: no Parquet files under s3://a:b@bucket/x") == (
+        "error: no Parquet files under s3://***@bucket/x"
+    )
