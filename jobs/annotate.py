@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -43,6 +42,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -95,14 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("windows and results")
     w.add_argument(
         "--max-length",
-        type=int,
+        type=positive_int,
         default=None,
         help="tokens per window, special tokens included (default: the model "
         "config's position limit, at most 512 for BERT-style models)",
     )
     w.add_argument(
         "--stride",
-        type=int,
+        type=non_negative_int,
         default=128,
         help="overlap between consecutive windows, tokens (at most half a window)",
     )
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--max-chars",
-        type=int,
+        type=positive_int,
         default=1_000_000,
         help="documents longer than this many characters get status error (never truncated)",
     )
@@ -185,17 +192,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        with open(args.config) as f:
-            values: dict[str, Any] = {
-                k.replace("-", "_"): v for k, v in (yaml.safe_load(f) or {}).items()
-            }
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"unknown keys in {args.config}: {', '.join(unknown)}")
-        parser.set_defaults(**values)
-        args = parser.parse_args(argv)  # flags given on the command line win
+        from_file = config_argv(parser, args.config)
+        # The file's values pass the flags' own checks (types, choices), named as its.
+        checker = build_parser()
+        checker.error = lambda msg: parser.error(f"in {args.config}: {msg}")  # type: ignore[method-assign]
+        checker.parse_args(from_file)
+        args = parser.parse_args(from_file + list(sys.argv[1:] if argv is None else argv))
     return args
+
+
+def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    """The flags a ``--config`` YAML file stands for (``key: value`` -> ``--key value``),
+    so that command-line flags after them win."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        parser.error(f"cannot read --config {path}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        parser.error(f"--config {path} is not valid YAML{where}")
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        parser.error(
+            f"--config {path} must map flag names to values, not hold a {type(data).__name__}"
+        )
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    unknown = sorted(str(k) for k in data if str(k).replace("-", "_") not in actions)
+    if unknown or "config" in data:
+        parser.error(f"unknown keys in {path}: {', '.join(unknown or ['config'])}")
+    out: list[str] = []
+    for key, value in data.items():
+        action = actions[str(key).replace("-", "_")]
+        flag = max(action.option_strings, key=len)
+        if action.nargs == 0:  # an on/off flag
+            if not isinstance(value, bool):
+                parser.error(f"in {path}: {key} must be true or false, got {value!r}")
+            out += [flag] if value else []
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:

@@ -1,0 +1,74 @@
+"""The annotate job's flags and its --config file: every value passes the same checks,
+whichever way it is given (no Ray here: parsing only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.annotate import parse_args
+
+
+def _config(tmp_path, text: str) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_config_values_are_used_and_flags_override_them(tmp_path):
+    path = _config(
+        tmp_path,
+        "input: /in\noutput: /out\nner-model: m\nmode: overwrite\nstride: 32\n"
+        "no_normalize: true\ndtype: float32\n",
+    )
+    args = parse_args(["--config", path, "--stride", "64"])
+    assert (args.input, args.output, args.ner_model, args.mode) == ("/in", "/out", "m", "overwrite")
+    assert args.stride == 64 and args.no_normalize is True and args.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("line", "flag"),
+    [
+        ("mode: overwrit", "--mode"),
+        ("aggregation: bogus", "--aggregation"),
+        ("dtype: float8", "--dtype"),
+        ("max_chars: -1", "--max-chars"),
+        ("batch-tokens: 0", "--batch-tokens"),
+        ("num_actors: -3", "--num-actors"),
+        ("stride: -1", "--stride"),
+        ("max-length: 0", "--max-length"),
+    ],
+)
+def test_a_bad_value_in_the_config_is_refused_like_the_flag(tmp_path, capsys, line, flag):
+    path = _config(tmp_path, f"input: /in\noutput: /out\n{line}\n")
+    err = _error(capsys, ["--config", path])
+    assert path in err and flag in err, err
+    # the same value as a flag is refused too
+    key, value = (x.strip() for x in line.split(":"))
+    assert flag in _error(capsys, ["--input", "/in", "--output", "/o", flag, value])
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("- a\n- b\n", "must map flag names to values"),
+        ("input: [unclosed\n", "not valid YAML (line"),
+        ("inputs: /in\n", "unknown keys"),
+        ("no-normalize: yes please\n", "must be true or false"),
+    ],
+)
+def test_a_malformed_config_gets_a_clear_error(tmp_path, capsys, text, says):
+    err = _error(capsys, ["--config", _config(tmp_path, text)])
+    assert says in err and "Traceback" not in err
+
+
+def test_a_missing_config_file_is_named(tmp_path, capsys):
+    missing = str(tmp_path / "nope.yaml")
+    err = _error(capsys, ["--config", missing])
+    assert f"cannot read --config {missing}" in err
