@@ -62,6 +62,18 @@ def family_of(model_type: str) -> Family:
     return OTHER
 
 
+def position_limit(config: dict[str, Any]) -> int | None:
+    """Tokens the model's position table holds (special tokens included), or None when
+    its config declares no table."""
+    if not config.get("max_position_embeddings"):
+        return None
+    positions = int(config["max_position_embeddings"])
+    if family_of(config.get("model_type", "")).position_offset:
+        pad = config.get("pad_token_id")
+        positions -= (1 if pad is None else int(pad)) + 1
+    return positions
+
+
 def window_length(config: dict[str, Any]) -> int:
     """Default tokens per window, special tokens included, from the model config.
 
@@ -71,10 +83,7 @@ def window_length(config: dict[str, Any]) -> int:
     biomedical checkpoints declare none (1e30).
     """
     fam = family_of(config.get("model_type", ""))
-    positions = int(config.get("max_position_embeddings") or DEFAULT_MAX_WINDOW)
-    if fam.position_offset:
-        pad = config.get("pad_token_id")
-        positions -= (1 if pad is None else int(pad)) + 1
+    positions = position_limit(config) or DEFAULT_MAX_WINDOW
     if fam.long_context:
         return positions
     return min(positions, DEFAULT_MAX_WINDOW)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import commit, models, storage
+from pipeline import commit, families, models, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
 from pipeline.models import ModelInfo, TokenizerDef
@@ -85,6 +85,12 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
     models.check_safetensors(local, allow_pickle)
     cfg = models.read_config(local)
     max_length = spec.max_length or models.default_max_length(cfg)
+    limit = families.position_limit(cfg)
+    if limit is not None and max_length > limit:
+        raise InputError(
+            f"--max-length {max_length} is longer than {spec.role} model {spec.source} can "
+            f"take: its position table holds {limit} tokens"
+        )
     labels = None
     pooling = dim = None
     if spec.role == "ner":
@@ -97,7 +103,12 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
             )
     else:
         pooling = spec.pooling or models.default_pooling(local, spec.source)
-        dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
+        dim = models.hidden_size(cfg)
+        if dim is None:
+            raise InputError(
+                f"embed model {spec.source}: config.json names no hidden size "
+                "(hidden_size, d_model, dim or n_embd)"
+            )
     revision = models.model_revision(local)  # pulled copies: _provenance.json; hub: commit
     return ModelInfo(
         source=spec.source,
@@ -141,8 +152,31 @@ def check_shards(uris: list[str], cfg: AnnotateConfig) -> tuple[dict[str, int], 
                     f"shard {uri} has no {role} column {column!r} (columns: {schema.names}); "
                     f"set --{role}-column"
                 )
+            if schema.names.count(column) > 1:
+                raise InputError(f"shard {uri} has {schema.names.count(column)} columns {column!r}")
+        id_type = schema.field(cfg.id_column).type
+        if not _id_type_ok(id_type):
+            raise InputError(
+                f"shard {uri}: id column {cfg.id_column!r} has type {id_type}; ids must be "
+                "strings, bytes or numbers (set --id-column)"
+            )
         counts[uri] = n_rows
     return counts, failed
+
+
+def _id_type_ok(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)  # integer ids with a missing value, as pandas writes them
+        or pa.types.is_null(t)  # all null: every row an error, with its message
+    )
 
 
 def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[str, int]) -> str:
@@ -168,6 +202,10 @@ def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[s
 
 
 def make_plan(cfg: AnnotateConfig) -> RunPlan:
+    if cfg.id_column == cfg.text_column:  # ids land in every table and in logs
+        raise InputError(
+            f"--id-column and --text-column are both {cfg.id_column!r}: ids must not be the text"
+        )
     uris = storage.list_parquet_shards(cfg.input_uri)
     if not uris:
         raise InputError(f"no Parquet files (*.parquet) under {cfg.input_uri}")
@@ -191,6 +229,11 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     stride = {}
     for role, info in infos.items():
         n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
+        if info.max_length - n_special < 1:
+            raise InputError(
+                f"--max-length {info.max_length} leaves no room for text beside the {role} "
+                f"model's special tokens: give at least {n_special + 1}"
+            )
         stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
     fp = fingerprint(cfg, infos, stride)
     shards = [Shard(u, commit.shard_key(u, cfg.input_uri), counts[u]) for u in uris if u in counts]

@@ -387,3 +387,17 @@ def test_a_missing_text_column_names_the_shard_and_column(tmp_path):
     )  # fmt: skip
     assert res.returncode == 2 and "'note'" in res.stderr and "p0.parquet" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_binary_ids_with_invalid_utf8_fail_only_their_row():
+    ids = pa.array([b"a", wtf8("\ud800"), b"c"], pa.binary())
+    rows = validate(ids, ["x", "y", "z"])
+    assert [r["_status"] for r in rows] == ["ok", "error", "ok"]
+    assert [r["doc_id"] for r in rows] == ["a", None, "c"]
+    assert "invalid UTF-8" in rows[1]["_error"]
+
+
+def test_an_all_null_text_column_of_type_null_is_empty_not_a_type_error():
+    # pandas writes a column of only None with Arrow type null
+    rows = validate(["a", "b"], pa.nulls(2))
+    assert [(r["_status"], r["_error"]) for r in rows] == [("empty", "text is null")] * 2

@@ -44,6 +44,8 @@ def document_columns(
     if bad_id.any():
         ids = pc.if_else(pa.array(bad_id), pa.scalar(None, pa.string()), ids)
     text_col = table.column(settings.text_column)
+    if pa.types.is_null(text_col.type):  # all null: pandas writes all-None columns so
+        text_col = pa.nulls(n, pa.string())
     if not _is_string_type(text_col.type):
         msg = (
             f"text column {settings.text_column!r} has type {text_col.type} in shard "
@@ -133,6 +135,12 @@ def _as_strings(col: pa.ChunkedArray) -> pa.Array:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
+    # Bytes are viewed as text, unchecked: a cast would fail the whole block on one row
+    # of invalid UTF-8, which _invalid_utf8 turns into that row's error instead.
+    if pa.types.is_binary(arr.type):
+        arr = arr.view(pa.string())
+    elif pa.types.is_large_binary(arr.type):
+        arr = arr.view(pa.large_string())
     if not pa.types.is_string(arr.type):
         arr = pc.cast(arr, pa.string())
     return arr

@@ -1,0 +1,90 @@
+"""What the plan refuses before Ray or any model starts: each with a message naming the
+flag, column or model at fault (in process, tiny models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tiny_models as tm
+
+from pipeline.config import AnnotateConfig, ModelSpec
+from pipeline.plan import InputError, make_plan
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return tm.write_random_encoder(tmp_path_factory.mktemp("enc") / "m", max_positions=64)
+
+
+def _input(tmp_path, table: pa.Table | None = None) -> str:
+    inp = tmp_path / "in"
+    inp.mkdir(exist_ok=True)
+    pq.write_table(table or pa.table({"doc_id": ["a"], "text": ["b"]}), inp / "p0.parquet")
+    return str(inp)
+
+
+def _cfg(tmp_path, model, max_length=None, **kw) -> AnnotateConfig:
+    embed = ModelSpec(str(model), "embed", max_length)
+    return AnnotateConfig(
+        _input(tmp_path, kw.pop("table", None)), str(tmp_path / "o"), None, embed, **kw
+    )
+
+
+def test_a_window_longer_than_the_position_table_is_refused(tmp_path, encoder):
+    with pytest.raises(InputError, match=r"--max-length 65 .* position table holds 64 tokens"):
+        make_plan(_cfg(tmp_path, encoder, 65))
+    assert make_plan(_cfg(tmp_path, encoder, 64)).models["embed"].max_length == 64
+
+
+def test_a_window_with_no_room_for_text_names_the_flag(tmp_path, encoder):
+    with pytest.raises(InputError, match="--max-length 2 leaves no room"):
+        make_plan(_cfg(tmp_path, encoder, 2))
+
+
+def test_a_distilbert_style_config_gives_the_width_from_dim(tmp_path, encoder):
+    model = tmp_path / "distil"
+    shutil.copytree(encoder, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["dim"] = cfg.pop("hidden_size")
+    (model / "config.json").write_text(json.dumps(cfg))
+    assert make_plan(_cfg(tmp_path, model)).models["embed"].dim == cfg["dim"]
+    del cfg["dim"]
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="names no hidden size"):
+        make_plan(_cfg(tmp_path, model))
+
+
+def test_the_text_column_cannot_serve_as_ids(tmp_path, encoder):
+    with pytest.raises(InputError, match="--id-column and --text-column are both 'text'"):
+        make_plan(_cfg(tmp_path, encoder, id_column="text"))
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [pa.array([["a"]]), pa.array([{"x": 1}]), pa.array([True])],
+    ids=["list", "struct", "bool"],
+)
+def test_an_id_column_of_another_type_is_refused_before_any_work(tmp_path, encoder, ids):
+    table = pa.table({"doc_id": ids, "text": ["b"]})
+    with pytest.raises(InputError, match=r"p0.parquet: id column 'doc_id' has type"):
+        make_plan(_cfg(tmp_path, encoder, table=table))
+
+
+@pytest.mark.parametrize(
+    "ids", [pa.array([7]), pa.array([7.0]), pa.array([b"x"]), pa.array(["x"]).dictionary_encode()]
+)
+def test_number_bytes_and_dictionary_ids_are_accepted(tmp_path, encoder, ids):
+    table = pa.table({"doc_id": ids, "text": ["b"]})
+    assert len(make_plan(_cfg(tmp_path, encoder, table=table)).todo) == 1
+
+
+def test_a_shard_with_two_text_columns_is_refused(tmp_path, encoder):
+    table = pa.Table.from_arrays(
+        [pa.array(["a"]), pa.array(["b"]), pa.array(["c"])], names=["doc_id", "text", "text"]
+    )
+    with pytest.raises(InputError, match="p0.parquet has 2 columns 'text'"):
+        make_plan(_cfg(tmp_path, encoder, table=table))
