@@ -191,6 +191,8 @@ def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[s
         "models": {
             role: {
                 "weights_sha256": i.weights_sha256,
+                "tokenizer_sha256": i.tokenizer_sha256,  # other ids, other windows
+                "labels": i.labels,  # relabelled: other entities from the same weights
                 "max_length": i.max_length,
                 "stride": stride[role],
                 "pooling": i.pooling,

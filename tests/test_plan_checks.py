@@ -88,3 +88,29 @@ def test_a_shard_with_two_text_columns_is_refused(tmp_path, encoder):
     )
     with pytest.raises(InputError, match="p0.parquet has 2 columns 'text'"):
         make_plan(_cfg(tmp_path, encoder, table=table))
+
+
+def test_the_fingerprint_changes_with_the_tokenizer_and_the_labels_not_only_the_weights(
+    tmp_path,
+):
+    """A resume into an output is refused when its fingerprint differs: a model folder
+    whose weights stayed but whose tokenizer or labels changed gives other rows."""
+    base = tm.write_random_ner(tmp_path / "ner", max_positions=64)
+
+    def fp(model) -> str:
+        cfg = AnnotateConfig(_input(tmp_path), str(tmp_path / "o"), ModelSpec(str(model), "ner"))
+        return make_plan(cfg).fingerprint
+
+    same = tmp_path / "same"
+    shutil.copytree(base, same)
+    assert fp(same) == fp(base)  # where the folder lies does not matter
+    cased = tmp_path / "cased"
+    shutil.copytree(base, cased)
+    tm.write_tokenizer(cased, lowercase=False)
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(base, relabelled)
+    cfg = json.loads((relabelled / "config.json").read_text())
+    cfg["id2label"] = {k: v.replace("Disease", "Chemical") for k, v in cfg["id2label"].items()}
+    assert cfg["id2label"] != json.loads((base / "config.json").read_text())["id2label"]
+    (relabelled / "config.json").write_text(json.dumps(cfg))
+    assert len({fp(base), fp(cased), fp(relabelled)}) == 3
