@@ -181,11 +181,12 @@ def move(src_uri: str, dst_uri: str) -> None:
 
 def doc_id_columns(documents_uri: str) -> Iterator[tuple[str, pa.Array]]:
     """Each file of a documents table, one file in memory at a time: its key (the file
-    name without ``.parquet``) and its non-null doc_ids."""
+    name without ``.parquet``) and its doc_ids, null and empty ones left out (their rows
+    are errors already, and are not one document written twice)."""
     fs, path = filesystem(documents_uri)
     if not fs.exists(path):
         return
     for fragment in pads.dataset(path, format="parquet", filesystem=fs).get_fragments():
         ids = fragment.to_table(columns=["doc_id"]).column("doc_id").combine_chunks()
         key = posixpath.basename(fragment.path).removesuffix(".parquet")
-        yield key, ids.filter(pc.is_valid(ids))
+        yield key, ids.filter(pc.not_equal(ids, ""))  # a null compares null: dropped too

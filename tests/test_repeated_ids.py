@@ -36,10 +36,11 @@ def _reader(files: dict[str, list[str]], calls: list[int] | None = None):
 def test_ids_repeated_within_and_across_files_are_reported_from_the_files(tmp_path: Path):
     d = tmp_path / "documents"
     d.mkdir()
-    pq.write_table(pa.table({"doc_id": ["a", "b", "a", None]}), d / "k1.parquet")
-    pq.write_table(pa.table({"doc_id": ["c", "b"]}), d / "k2.parquet")
+    pq.write_table(pa.table({"doc_id": ["a", "b", "a", None, ""]}), d / "k1.parquet")
+    pq.write_table(pa.table({"doc_id": ["c", "b", None, ""]}), d / "k2.parquet")
     got = repeated_doc_ids(lambda: storage.doc_id_columns(str(d)))
-    # a twice in k1; b once in each file; c and the null id are no repeats
+    # a twice in k1; b once in each file; c, the null and the empty ids (rows that are
+    # errors already) are no repeats
     assert _rows(got) == [("a", "k1", 2), ("b", "k1", 2), ("b", "k2", 2)]
     assert repeated_doc_ids(lambda: storage.doc_id_columns(str(tmp_path / "none"))).num_rows == 0
 
