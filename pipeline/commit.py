@@ -33,10 +33,19 @@ def shard_key(shard_uri: str, input_uri: str) -> str:
     rel = path[len(root) :].lstrip("/") if path.startswith(root + "/") else ""
     rel = rel or posixpath.basename(path)
     stem = rel.removesuffix(".parquet")
-    safe = re.sub(r"[^A-Za-z0-9._=-]+", "__", stem).strip("_") or "shard"
-    if len(safe) > 120:  # keep names short for object stores; the hash keeps them unique
-        safe = safe[:100] + "-" + hashlib.sha1(stem.encode()).hexdigest()[:12]
-    return safe
+    readable = stem.replace("/", "__")  # two paths of the _READABLE form never share one
+    if _READABLE.fullmatch(stem) and len(readable) <= 120:
+        return readable
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "__", stem).strip("_.")  # "." first: a hidden file
+    # Names the key cannot spell out (spaces, other scripts, "__", very long) keep a hash
+    # of the real path, so two shards never share a key.
+    return (safe[:100] or "shard") + "-" + hashlib.sha1(stem.encode()).hexdigest()[:12]
+
+
+# Path parts of letters, digits and ._=-, none starting with "." or "_", ending with
+# "_" or holding "__": joined by "__" they are one key each, read back unambiguously.
+_PART = r"(?![._])(?:(?!__)[A-Za-z0-9._=-])*(?<!_)"
+_READABLE = re.compile(rf"{_PART}(?:/{_PART})*")
 
 
 def commit_path(output_uri: str, key: str) -> str:

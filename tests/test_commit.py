@@ -4,6 +4,7 @@ generations and their crash recovery, duplicate ids."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +21,24 @@ def test_shard_keys_derive_from_the_path_under_the_input():
     assert commit.shard_key("/data/one.parquet", "/data/one.parquet") == "one"
     long = commit.shard_key("/in/" + "a" * 300 + ".parquet", "/in")
     assert len(long) <= 120 and long != commit.shard_key("/in/" + "a" * 299 + ".parquet", "/in")
+    assert commit.shard_key("/in/train_docs.v2.parquet", "/in") == "train_docs.v2"
+
+
+def test_shard_keys_are_unique_visible_and_safe_for_any_names():
+    """Names the key cannot spell (other scripts, spaces, "__", leading dots) used to
+    share keys (refused as a collision) or give hidden files (skipped by readers)."""
+    import random
+
+    rng = random.Random(5)
+    alphabet = ["a", "b", "_", "__", ".", "/", " ", "-", "é", "数据", "文档", "(", "="]
+    names = {"数据", "文档", "a b", "a__b", "a/b", "x_", "x", "é.v2", "(.old)", ".v2", "a_/b"}
+    names |= {"".join(rng.choices(alphabet, k=rng.randint(1, 8))) for _ in range(3000)}
+    names = {n for n in names if n.strip("/") == n and "//" not in n}  # real file paths
+    keys = {n: commit.shard_key(f"/in/{n}.parquet", "/in") for n in names}
+    assert len(set(keys.values())) == len(keys)
+    for name, key in keys.items():
+        assert re.fullmatch(r"[A-Za-z0-9._=-]+", key) and len(key) <= 120, (name, key)
+        assert not key.startswith("."), (name, key)  # hidden: pyarrow's readers skip it
 
 
 def _part(first: int, n: int) -> str:
