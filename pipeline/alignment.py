@@ -63,9 +63,10 @@ def align_spans(
     """BIO label id of every token of one document, and what became of its spans.
 
     A token belongs to a span when their character ranges overlap (so a token that
-    straddles a span edge counts as inside); the first such token gets ``B-``, the
-    others ``I-``. Spans are taken in order of start (longer first on ties); one that
-    would relabel a token already claimed by another span is skipped and counted.
+    straddles a span edge counts as inside), and so does a token of no width between two
+    that do; the first such token gets ``B-``, the others ``I-``. Spans are taken in order
+    of start (longer first on ties); one that would relabel a token already claimed by
+    another span is skipped and counted.
     """
     tok_starts = np.asarray(tok_starts)
     tok_ends = np.asarray(tok_ends)
@@ -80,14 +81,19 @@ def align_spans(
         if f"B-{t}" not in label2id or f"I-{t}" not in label2id:
             report.unknown_label += 1
             continue
-        idx = np.flatnonzero(nonempty & (tok_starts < e) & (tok_ends > s)) if e > s else []
+        overlaps = nonempty & (tok_starts < e) & (tok_ends > s)
+        idx = np.flatnonzero(overlaps) if e > s else []
         if len(idx) == 0:
             report.unaligned += 1
             continue
+        first, last = int(idx[0]), int(idx[-1])
+        # Byte-level BPE gives a lone space token no width: inside the span it must read
+        # I-, or training sees B, O, I and decoding splits the span in two.
+        between = overlaps[first : last + 1] | ~nonempty[first : last + 1]
+        idx = first + np.flatnonzero(between)
         if (labels[idx] != label2id[OUTSIDE]).any():
             report.overlap_conflict += 1
             continue
-        first, last = int(idx[0]), int(idx[-1])
         labels[idx] = label2id[f"I-{t}"]
         labels[first] = label2id[f"B-{t}"]
         report.aligned += 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from family_models import roberta_tokenizer
 from tiny_models import CHEM_B, CHEM_I, DISEASE_B, DISEASE_I, PLAIN, write_tokenizer
 
 from pipeline import defaults
@@ -38,6 +40,14 @@ def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "cased": str(root / "cased"),
         "minilm": defaults.default_embed_model(),
     }
+
+
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A RoBERTa-style byte-level BPE tokenizer (a lone space is a token of no width)."""
+    dest = tmp_path_factory.mktemp("roberta")
+    roberta_tokenizer(dest)
+    return str(dest)
 
 
 def tokenize_all(texts: list[str], model_dir: str) -> list[tuple[np.ndarray, ...]]:
@@ -257,3 +267,32 @@ def test_tokenize_docs_matches_the_tokenizer_offsets(tokenizers: dict[str, str])
     )
     starts, ends, _ = tokens_of(text, tokenizers["cased"])
     assert [tuple(o) for o in enc["offset_mapping"]] == list(zip(starts.tolist(), ends.tolist()))
+
+
+def test_zero_width_token_inside_a_span_is_labelled_inside(roberta: str) -> None:
+    # The second of two spaces is a token of its own, with no width: it lies between
+    # "diabetes" and "mellitus", so it is inside the disease like them.
+    text = "diabetes  mellitus here"
+    starts, ends, words = tokens_of(text, roberta)
+    here = int(np.flatnonzero(starts == text.index("here"))[0])
+    zero = np.flatnonzero(starts == ends)
+    assert len(zero) and (zero < here).all()  # the case under test exists
+    labels, report = align_spans(starts, ends, words, [0], [18], ["Disease"], LABEL2ID)
+    names = [LABELS[i] for i in labels]
+    assert names == ["B-Disease"] + ["I-Disease"] * (here - 1) + ["O"] * (len(labels) - here)
+    assert report.aligned == 1
+    back = labels_to_spans(labels, words, starts, ends, ID2LABEL, text)
+    assert as_tuples(back) == [(0, 18, "Disease")]
+
+
+def test_round_trip_keeps_a_final_combining_mark(tokenizers: dict[str, str]) -> None:
+    # MiniLM's uncased WordPiece strips accents: in NFD text its token "barre" ends before
+    # the U+0301 of "é". The disease runs to the comma, mark included.
+    text = unicodedata.normalize("NFD", "After Guillain-Barré, aspirin.")
+    s, e = text.index("Guillain"), text.index(",")
+    starts, ends, words = tokens_of(text, tokenizers["minilm"])
+    assert e not in ends.tolist()  # no token ends where the entity does
+    labels, report = align_spans(starts, ends, words, [s], [e], ["Disease"], LABEL2ID)
+    assert report.aligned == 1
+    back = labels_to_spans(labels, words, starts, ends, ID2LABEL, text)
+    assert as_tuples(back) == [(s, e, "Disease")]
