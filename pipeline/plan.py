@@ -20,6 +20,7 @@ from pipeline import commit, families, models, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
 from pipeline.models import ModelInfo, TokenizerDef
+from pipeline.spans import LabelScheme
 from pipeline.windows import effective_stride
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,10 @@ def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
                 f"NER model {spec.source} declares no entity labels (config.json id2label); "
                 "is it a token-classification model?"
             )
+        try:  # the actors would fail on it, each, after Ray and the models started
+            LabelScheme.from_id2label(labels)
+        except ValueError as exc:
+            raise InputError(f"NER model {spec.source}: {exc}") from exc
     else:
         pooling = spec.pooling or models.default_pooling(local, spec.source)
         dim = models.hidden_size(cfg)

@@ -4,48 +4,98 @@ Follows the aggregation strategies of transformers' token-classification pipelin
 (``simple``, ``first``, ``average``, ``max``) with two deliberate differences:
 words come from the tokenizer's own ``word_ids`` instead of a string-length
 heuristic, and span edges never include whitespace (byte-level BPE tokens carry
-their leading space).
+their leading space) nor split a character from its combining marks.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+# Prefixes of BIO/IOB2, BIOES/IOBES and BILOU: S-/U- is a one-token entity, E-/L- its last.
+_BEGINS, _INSIDES, _ENDS = frozenset("BSU"), frozenset("IEL"), frozenset("ESLU")
+_PREFIXED = re.compile(r"([BIESLU])[-_](.*)", re.DOTALL)
+OUTSIDE_LABEL = "O"
+UNTYPED = "ENTITY"  # the type of bare "B"/"I"/... labels, which name none
+
+
+def _parse_label(name: str) -> tuple[str, str, str]:
+    """``(shape, prefix, type)`` of one label: shape is ``outside``, ``prefixed``
+    (``B-X``, ``I_X``, ``S-X``...), ``bare`` (``B``, ``I``...) or ``plain`` (an IO type
+    such as ``Disease``), or ``bad`` when it cannot be read."""
+    if name == OUTSIDE_LABEL:
+        return "outside", "", OUTSIDE_LABEL
+    if len(name) == 1 and name in _BEGINS | _INSIDES:
+        return "bare", name, UNTYPED
+    m = _PREFIXED.fullmatch(name)
+    if m:
+        # no type ("B-"), or the type "O", which would read as outside
+        return ("bad" if m[2] in ("", OUTSIDE_LABEL) else "prefixed"), m[1], m[2]
+    if not name.strip() or name != name.strip():
+        return "bad", "", name
+    return "plain", "I", name
+
 
 @dataclass(frozen=True)
 class LabelScheme:
-    """Per label id: its entity type index, whether it begins an entity (``B-``),
-    and whether it is outside any entity (``O``). Works for BIO/IOB2 and IO."""
+    """Per label id: its entity type index, whether it begins an entity, whether it ends
+    one, and whether it is outside any entity (``O``).
+
+    Reads BIO/IOB2, BIOES/IOBES and BILOU (prefixes ``B I E S`` or ``B I L U``, separated
+    from the type by ``-`` or ``_``), IO (plain types such as ``Disease`` besides ``O``:
+    each maximal run of one type is an entity) and untyped labels (bare ``B``, ``I``,
+    ``E``, ``S``, as many BioBERT NCBI-disease checkpoints have): their entities get the
+    type ``"ENTITY"``. As seqeval reads IOBES, an entity also ends after an ``E-``/``S-``
+    (``L-``/``U-``) unit, so ``S-X S-X`` is two entities.
+
+    Raises ``ValueError`` naming the labels when the set cannot be read that way: a label
+    of no known shape, typed and untyped or prefixed and plain labels mixed, or no ``O``.
+    """
 
     tags: tuple[str, ...]  # distinct entity types, "O" included when present
     tag_of: np.ndarray  # label id → index into tags
-    is_begin: np.ndarray  # label id → bool
+    is_begin: np.ndarray  # label id → bool: B-, S-, U-
     is_outside: np.ndarray  # label id → bool
+    is_end: np.ndarray  # label id → bool: E-, S-, L-, U-
 
     @classmethod
     def from_id2label(cls, id2label: dict[int, str]) -> LabelScheme:
         n = max(id2label) + 1 if id2label else 0
         if sorted(id2label) != list(range(n)):
             raise ValueError(f"id2label ids must be 0..{n - 1}, got {sorted(id2label)}")
+        names = [id2label[i] for i in range(n)]
+        parsed = [_parse_label(name) for name in names]
+        shapes = {shape for shape, _, _ in parsed} - {"outside"}
+        bad = [name for name, p in zip(names, parsed) if p[0] == "bad"]
+        if bad:
+            problem = f"cannot read label(s) {bad}"
+        elif len(shapes) > 1:
+            # e.g. "B-Dis" beside "Chem", or "B" beside "B-Dis": which scheme is meant?
+            by_shape = {s: [m for m, p in zip(names, parsed) if p[0] == s] for s in sorted(shapes)}
+            problem = f"labels of mixed schemes {by_shape}"
+        elif n and OUTSIDE_LABEL not in names:
+            problem = f"no outside label {OUTSIDE_LABEL!r}"
+        else:
+            problem = ""
+        if problem:
+            raise ValueError(
+                f"unsupported NER label set: {problem}; expected O plus B-/I- (also E-/S-, "
+                f"L-/U-, '_' as separator), bare B/I, or plain IO types; all labels: {names}"
+            )
         tags: list[str] = []
-        tag_of = np.zeros(n, dtype=np.int64)
-        is_begin = np.zeros(n, dtype=bool)
-        for i in range(n):
-            name = id2label[i]
-            if name.startswith("B-"):
-                tag, begin = name[2:], True
-            elif name.startswith("I-"):
-                tag, begin = name[2:], False
-            else:  # "O", or an IO-scheme type such as "Disease"
-                tag, begin = name, False
+        for _, _, tag in parsed:
             if tag not in tags:
                 tags.append(tag)
-            tag_of[i] = tags.index(tag)
-            is_begin[i] = begin
-        is_outside = np.array([tags[tag_of[i]] == "O" for i in range(n)], dtype=bool)
-        return cls(tuple(tags), tag_of, is_begin, is_outside)
+        return cls(
+            tuple(tags),
+            np.array([tags.index(tag) for _, _, tag in parsed], dtype=np.int64),
+            np.array([prefix in _BEGINS for _, prefix, _ in parsed], dtype=bool),
+            np.array([shape == "outside" for shape, _, _ in parsed], dtype=bool),
+            np.array([prefix in _ENDS for _, prefix, _ in parsed], dtype=bool),
+        )
 
 
 # Every code point for which ``str.isspace`` is true (the test checks all of Unicode).
@@ -59,6 +109,16 @@ WHITESPACE = np.array(
 # its final entry (0x3001, not whitespace).
 _IS_SPACE = np.zeros(int(WHITESPACE.max()) + 2, dtype=bool)
 _IS_SPACE[WHITESPACE] = True
+# Combining marks (``unicodedata.combining`` non-zero) of the Basic Multilingual Plane;
+# the few beyond it (U+101FD and up) are left to the per-character check.
+_IS_MARK = np.fromiter(
+    (unicodedata.combining(chr(c)) != 0 for c in range(0x10000)), dtype=bool, count=0x10000
+)
+
+
+def _maybe_mark(codes: np.ndarray) -> np.ndarray:
+    """Whether each code point may be a combining mark (true beyond the BMP)."""
+    return (codes > 0xFFFF) | _IS_MARK[np.minimum(codes, 0xFFFF)]
 
 
 @dataclass(frozen=True)
@@ -144,9 +204,10 @@ def decode_spans(
 ) -> Spans:
     """Group a document's token predictions into entity spans.
 
-    Consecutive units of the same type join one entity unless a unit is ``B-``;
-    the entity score is the mean of its units' scores; ``O`` groups are dropped.
-    Offsets are characters of ``text``, trimmed of surrounding whitespace.
+    Consecutive units of the same type join one entity unless a unit begins one
+    (``B-``, ``S-``) or the unit before ends one (``E-``, ``S-``); the entity score is the
+    mean of its units' scores; ``O`` groups are dropped. Offsets are characters of
+    ``text``, trimmed as :func:`trim_span` says.
     """
     bounds = np.array([0, len(token_label)])
     spans, _ = decode_documents(
@@ -187,7 +248,12 @@ def decode_documents(
     )
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)
-    new_group[1:] = (tag[1:] != tag[:-1]) | scheme.is_begin[label[1:]] | doc_first[first_tok[1:]]
+    new_group[1:] = (
+        (tag[1:] != tag[:-1])
+        | scheme.is_begin[label[1:]]
+        | scheme.is_end[label[:-1]]
+        | doc_first[first_tok[1:]]
+    )
     g_start = np.flatnonzero(new_group)
     g_last = np.append(g_start[1:] - 1, len(label) - 1)
     g_score = np.add.reduceat(score.astype(np.float64), g_start) / (g_last - g_start + 1)
@@ -213,21 +279,43 @@ def decode_documents(
 
 
 def trim_spans(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`trim_whitespace` over many spans. Only spans with whitespace at an edge
-    (rare: tokenizers' offsets exclude it, except some byte-level BPE ones) take the
-    per-character path; the rest are checked on an array of the text's code points."""
+    """:func:`trim_span` over many spans (character offsets, end exclusive). Only spans
+    with whitespace or a possible combining mark at an edge (rare: tokenizers' offsets
+    exclude whitespace, except some byte-level BPE ones) take the per-character path; the
+    rest are checked on an array of the text's code points."""
     edge = ends > starts
     if not edge.any():
         return starts, ends
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # one code past the text (0, not a mark) so that the character after an end exists
+    codes = np.frombuffer((text + "\0").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    first, last, after = codes[starts[edge]], codes[ends[edge] - 1], codes[ends[edge]]
     top = len(_IS_SPACE) - 1
-    first, last = codes[starts[edge]], codes[ends[edge] - 1]
-    edge[edge] = _IS_SPACE[np.minimum(first, top)] | _IS_SPACE[np.minimum(last, top)]
+    edge[edge] = (
+        _IS_SPACE[np.minimum(first, top)]
+        | _IS_SPACE[np.minimum(last, top)]
+        | _maybe_mark(first)
+        | _maybe_mark(after)
+    )
     if edge.any():
         starts, ends = starts.copy(), ends.copy()
         for i in np.flatnonzero(edge).tolist():
-            starts[i], ends[i] = trim_whitespace(text, int(starts[i]), int(ends[i]))
+            starts[i], ends[i] = trim_span(text, int(starts[i]), int(ends[i]))
     return starts, ends
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` (characters) trimmed of whitespace, with combining marks kept
+    with their base character: the end takes in the marks right after it, the start
+    skips marks whose base lies before it. WordPiece tokenizers that strip accents
+    leave the U+0301 of NFD "Barre\u0301" out of every token's offsets."""
+    while start < end and (text[start].isspace() or unicodedata.combining(text[start])):
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end > start:  # marks are never whitespace, so this never crosses any
+        while end < len(text) and unicodedata.combining(text[end]):
+            end += 1
+    return start, end
 
 
 def trim_whitespace(text: str, start: int, end: int) -> tuple[int, int]:

@@ -114,3 +114,13 @@ def test_the_fingerprint_changes_with_the_tokenizer_and_the_labels_not_only_the_
     assert cfg["id2label"] != json.loads((base / "config.json").read_text())["id2label"]
     (relabelled / "config.json").write_text(json.dumps(cfg))
     assert len({fp(base), fp(cased), fp(relabelled)}) == 3
+
+
+def test_an_unreadable_label_set_is_refused_before_any_work(tmp_path):
+    model = tm.write_random_ner(tmp_path / "ner", max_positions=64)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["id2label"] = {"0": "O", "1": "B-Disease", "2": "Chemical"}  # BIO and IO mixed
+    (model / "config.json").write_text(json.dumps(cfg))
+    spec = ModelSpec(str(model), "ner")
+    with pytest.raises(InputError, match=r"NER model .*unsupported NER label set.*Chemical"):
+        make_plan(AnnotateConfig(_input(tmp_path), str(tmp_path / "o"), spec))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from pipeline.spans import (
     aggregate_words,
     decode_documents,
     decode_spans,
+    trim_span,
     trim_spans,
     trim_whitespace,
 )
@@ -59,6 +62,57 @@ def test_io_scheme_groups_runs_of_the_same_type():
         (0, 19, "Dis"),
         (24, 31, "Chem"),
     ]
+
+
+def _entities(labels, id2label, words=(0, 1, 2, 3, 4)) -> list[tuple]:
+    s = _decode(labels, [1] * len(labels), list(words), OFFS, TEXT, id2label=id2label)
+    return list(zip(s.start.tolist(), s.end.tolist(), s.label))
+
+
+def test_bioes_and_bilou_end_and_single_token_prefixes():
+    bioes = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "E-Dis", 4: "S-Chem"}
+    # B I E O S: "acute renal failure" is one disease, "aspirin" a one-token chemical
+    assert _entities([1, 2, 3, 0, 4], bioes) == [(0, 19, "Dis"), (24, 31, "Chem")]
+    # S S: two single-token entities side by side, not one
+    assert _entities([4, 4, 0, 0, 0], bioes) == [(0, 5, "Chem"), (6, 11, "Chem")]
+    bilou = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "L-Dis", 4: "U-Dis"}
+    # B L U O U: L closes "acute renal", so U "failure" is an entity of its own
+    assert _entities([1, 3, 4, 0, 4], bilou) == [(0, 11, "Dis"), (12, 19, "Dis"), (24, 31, "Dis")]
+
+
+def test_underscore_separates_prefix_and_type():
+    bio = {0: "O", 1: "B_Dis", 2: "I_Dis"}
+    assert _entities([1, 2, 2, 0, 1], bio) == [(0, 19, "Dis"), (24, 31, "Dis")]
+
+
+def test_bare_labels_without_a_type_decode_as_entity():
+    # NCBI-disease BioBERT checkpoints: {0: "B", 1: "I", 2: "O"}
+    assert _entities([0, 1, 1, 2, 0], {0: "B", 1: "I", 2: "O"}) == [
+        (0, 19, "ENTITY"),
+        (24, 31, "ENTITY"),
+    ]
+    bare_bioes = {0: "O", 1: "B", 2: "I", 3: "E", 4: "S"}
+    assert _entities([1, 3, 4, 0, 4], bare_bioes) == [
+        (0, 11, "ENTITY"),
+        (12, 19, "ENTITY"),
+        (24, 31, "ENTITY"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("id2label", "offending"),
+    [
+        ({0: "O", 1: "B-Dis", 2: "I-Dis", 3: "Chem"}, "Chem"),  # BIO and IO mixed
+        ({0: "O", 1: "B", 2: "I", 3: "B-Dis"}, "B-Dis"),  # untyped and typed mixed
+        ({0: "O", 1: "B-", 2: "I-Dis"}, "B-"),  # a prefix with no type
+        ({0: "O", 1: "B-O", 2: "I-O"}, "B-O"),  # the type "O" would read as outside
+        ({0: "O", 1: ""}, "''"),
+        ({0: "LABEL_0", 1: "LABEL_1"}, "no outside label"),  # a config's default names
+    ],
+)
+def test_label_sets_that_cannot_be_read_are_refused(id2label, offending):
+    with pytest.raises(ValueError, match=f"unsupported NER label set.*{offending}"):
+        LabelScheme.from_id2label(id2label)
 
 
 # "aspirinol" as three subword tokens of one word: asp ##iri ##nol
@@ -112,22 +166,51 @@ def test_spans_never_start_or_end_on_whitespace():
     assert trim_whitespace(" \n a b \t", 0, 8) == (3, 6)
 
 
+def test_entity_end_takes_the_combining_mark_after_it():
+    # NFD "Guillain-Barré syndrome" as an accent-stripping WordPiece tokenizer offsets it:
+    # "barre" ends before the U+0301 that belongs to its last letter.
+    text = "Guillain-Barre\u0301 syndrome"
+    offs = [(0, 8), (8, 9), (9, 14), (16, 24)]
+    s = _decode([1, 2, 2, 0], [1] * 4, [0, 1, 2, 3], offs, text)
+    assert (s.start.tolist(), s.end.tolist()) == ([0], [15])
+    assert s.end[0] == text.index(" syndrome")
+
+
+def test_entity_start_never_takes_a_mark_whose_letter_it_lacks():
+    # Byte-level BPE may cut U+0301 off its "e": the mark goes with the "e" of the first
+    # entity; the second starts at "syndrome", past the mark and the space.
+    text = "Barre\u0301 syndrome"
+    s = _decode([1, 1], [1, 1], [0, 1], [(0, 5), (5, 15)], text)
+    assert list(zip(s.start.tolist(), s.end.tolist())) == [(0, 6), (7, 15)]
+    assert trim_span("a \u0301b", 1, 4) == (3, 4)  # a mark after a space is no letter's
+
+
+def test_every_combining_mark_is_taken_in_by_an_entity_ending_before_it():
+    marks = [chr(c) for c in range(0x110000) if unicodedata.combining(chr(c))]
+    text = "".join(f"a{m} " for m in marks)
+    starts = np.arange(len(marks)) * 3
+    got_s, got_e = trim_spans(text, starts, starts + 1)
+    assert (got_s == starts).all() and (got_e == starts + 2).all()
+
+
 def test_whitespace_table_is_what_python_calls_whitespace():
     every = [c for c in range(0x110000) if chr(c).isspace()]
     assert sorted(WHITESPACE.tolist()) == every
 
 
 def test_trimming_many_spans_at_once_matches_trimming_each():
-    # Texts full of ASCII and Unicode spaces (and characters beyond the BMP), spans with
+    # Texts full of ASCII and Unicode spaces and combining marks (and characters beyond
+    # the BMP), spans with
     # every kind of edge: the array path must agree with the character loop everywhere.
     rng = np.random.default_rng(7)
     alphabet = list("ab\u00e9\U0001f600") + [" ", "\n", "\u00a0", "\u2003", "\u3000", "\u3001"]
+    alphabet += ["\u0301", "\u0301", "\U0001d167"]  # combining marks, in and beyond the BMP
     for _ in range(50):
         text = "".join(rng.choice(alphabet, size=int(rng.integers(1, 40))))
         starts = rng.integers(0, len(text), size=30).astype(np.int32)
         ends = np.minimum(starts + rng.integers(0, 6, size=30), len(text)).astype(np.int32)
         got_s, got_e = trim_spans(text, starts, ends)
-        want = [trim_whitespace(text, int(a), int(b)) for a, b in zip(starts, ends)]
+        want = [trim_span(text, int(a), int(b)) for a, b in zip(starts, ends)]
         assert list(zip(got_s.tolist(), got_e.tolist())) == want
 
 
