@@ -166,12 +166,16 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
+    versions = {s.uri: s.version for s in rp.todo}
+    # Failure records of earlier runs: a shard that fails again gets a fresh one.
+    plan.forget_failures(cfg.output_uri, set(keys.values()))
     staged = commit.StagedParts(expected)
     pending: dict[ray.ObjectRef, str] = {}
     # Zero-row shards have nothing to stage: publish their empty tables straight away.
     for uri, n in expected.items():
         if n == 0:
-            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, meta, [])] = uri
+            shard_meta = meta | {"input_version": versions[uri]}
+            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, shard_meta, [])] = uri
     stopped = ""
     cluster = ray.cluster_resources()
     per_batch = sizing.run_batch_size(rp, sched, cluster)
@@ -198,8 +202,9 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
                         result.docs_processed += row["n_docs"]
                         result.tokens_processed += row["n_tokens"]
                     if parts is not None:
+                        shard_meta = meta | {"input_version": versions[shard]}
                         ref = publish.remote(
-                            cfg.output_uri, keys[shard], shard, schemas, meta, parts
+                            cfg.output_uri, keys[shard], shard, schemas, shard_meta, parts
                         )
                         pending[ref] = shard
         except Exception as exc:  # e.g. storage down past its retries: keep what is staged

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class Shard:
     uri: str
     key: str
     n_rows: int
+    version: str = ""  # the file's size and store version when listed (storage._version)
 
 
 def shard_groups(shards: list[Shard], docs_per_block: int, max_blocks: int) -> list[list[Shard]]:
@@ -68,6 +70,7 @@ class RunPlan:
     failed: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     tokenizers: dict[str, TokenizerDef] = field(default_factory=dict)  # per model role
+    committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # skipped: key → record
 
     def output_schemas(self) -> dict[str, pa.Schema]:
         dim = self.models["embed"].dim if "embed" in self.models else None
@@ -213,7 +216,8 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
         raise InputError(
             f"--id-column and --text-column are both {cfg.id_column!r}: ids must not be the text"
         )
-    uris = storage.list_parquet_shards(cfg.input_uri)
+    versions = storage.parquet_shard_versions(cfg.input_uri)
+    uris = sorted(versions)
     if not uris:
         raise InputError(f"no Parquet files (*.parquet) under {cfg.input_uri}")
     counts, failed = check_shards(uris, cfg)
@@ -243,7 +247,11 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
             )
         stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
     fp = fingerprint(cfg, infos, stride)
-    shards = [Shard(u, commit.shard_key(u, cfg.input_uri), counts[u]) for u in uris if u in counts]
+    shards = [
+        Shard(u, commit.shard_key(u, cfg.input_uri), counts[u], versions[u])
+        for u in uris
+        if u in counts
+    ]
     keys = [s.key for s in shards]
     if len(set(keys)) != len(keys):
         raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
@@ -251,10 +259,24 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
 
 
 def skip_committed(rp: RunPlan, output_uri: str) -> None:
-    """Set aside the shards ``output_uri`` already has a commit record for."""
+    """Set aside the shards ``output_uri`` has a commit record for, made from the file as
+    it is now; a shard written again since (another size or store version) is done
+    again, its files replaced."""
     done = commit.committed_keys(output_uri)
-    rp.skipped = [s for s in rp.shards if s.key in done]
-    rp.todo = [s for s in rp.shards if s.key not in done]
+    have = [s for s in rp.shards if s.key in done]
+    records = storage.read_jsons([commit.commit_path(output_uri, s.key) for s in have])
+    rp.committed = {}
+    for s, record in zip(have, records):
+        if record.get("input_version") == s.version and record.get("shard") == s.uri:
+            rp.committed[s.key] = record
+    changed = len(have) - len(rp.committed)
+    if changed:
+        log.warning(
+            "%d committed shards changed since they were committed (size or store "
+            "version): they are done again", changed,
+        )  # fmt: skip
+    rp.skipped = [s for s in rp.shards if s.key in rp.committed]
+    rp.todo = [s for s in rp.shards if s.key not in rp.committed]
 
 
 def record_failure(output_uri: str, key: str, shard: str, exc: BaseException) -> None:
@@ -263,6 +285,12 @@ def record_failure(output_uri: str, key: str, shard: str, exc: BaseException) ->
         storage.join(output_uri, "_failures", f"{key}.json"),
         {"shard": shard, "error": f"{type(exc).__name__}: {exc}"},
     )
+
+
+def forget_failures(output_uri: str, keys: set[str]) -> None:
+    """Remove the failure records of the shards ``keys`` (one listing, one bulk delete)."""
+    files = storage.list_files(storage.join(output_uri, "_failures"))
+    storage.remove_files([f for f in files if posixpath.basename(f).removesuffix(".json") in keys])
 
 
 def read_failure(output_uri: str, key: str) -> str | None:

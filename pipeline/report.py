@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from pipeline import commit, repeated_ids, storage
+from pipeline import repeated_ids, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.graph import RunResult
@@ -18,9 +18,7 @@ def table_counts(
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """Rows per table, entities per label and documents per status over every committed
     shard (this run's and earlier runs')."""
-    records = list(result.records)
-    for s in rp.skipped:
-        records.append(storage.read_json(commit.commit_path(output_uri, s.key)))
+    records = list(result.records) + [rp.committed[s.key] for s in rp.skipped]
     rows: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     statuses: Counter[str] = Counter()

@@ -60,6 +60,17 @@ def read_json(uri: str) -> Any:
         return json.loads(f.read().decode("utf-8"))
 
 
+def read_jsons(uris: list[str]) -> list[Any]:
+    """Several JSON files of one filesystem, in order; fetched concurrently on object
+    stores (one request each, in flight together)."""
+    if not uris:
+        return []
+    fs, _ = filesystem(uris[0])
+    paths = [filesystem(u)[1] for u in uris]
+    data = fs.cat(paths)
+    return [json.loads(data[p].decode("utf-8")) for p in paths]
+
+
 def write_json(uri: str, obj: Any) -> None:
     """Write JSON in one object write (a single PUT on S3, so readers never see half)."""
     fs, path = filesystem(uri)
@@ -98,19 +109,33 @@ def list_parquet_shards(uri: str) -> list[str]:
 
     Hidden and ``_``-prefixed files and folders are skipped, as readers do.
     """
+    return sorted(parquet_shard_versions(uri))
+
+
+def parquet_shard_versions(uri: str) -> dict[str, str]:
+    """:func:`list_parquet_shards` with each file's version, from the listing alone: its
+    size and what the store changes when the file is written again (S3's ETag, GCS's
+    generation, else the modification time)."""
     fs, path = filesystem(uri)
     if fs.isfile(path):
-        return [to_uri(fs, path)]
+        return {to_uri(fs, path): _version(fs.info(path))}
     if not fs.exists(path):
         raise FileNotFoundError(f"input not found: {uri}")
-    found = []
-    for p in fs.find(path):
+    found = {}
+    for p, info in fs.find(path, detail=True).items():
         rel = p[len(path) :].lstrip("/")
         if any(part.startswith(("_", ".")) for part in rel.split("/")):
             continue
         if p.endswith(".parquet"):
-            found.append(to_uri(fs, p))
-    return sorted(found)
+            found[to_uri(fs, p)] = _version(info)
+    return found
+
+
+def _version(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified"):
+        if info.get(key) is not None:
+            return f"size={info.get('size')} {key}={info[key]}"
+    return f"size={info.get('size')}"
 
 
 def parquet_metadata(uri: str) -> tuple[int, pa.Schema]:

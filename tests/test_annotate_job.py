@@ -87,6 +87,20 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     assert read_table(out, "documents").num_rows == len(docs)
     assert read_table(out, "entities").num_rows == len(ents)
 
+    # a shard written again since it was committed (one document more) is done again and
+    # its files replaced: the new document appears once, no other row twice
+    ids1, texts1 = corpus["shards"][1]
+    grown = {"doc_id": [*ids1, "s1-new"], "text": [*texts1, sentence(random.Random(3), 9)]}
+    pq.write_table(pa.table(grown), root / "in" / "part-1.parquet")
+    regrown = run_job(*args)
+    assert regrown.returncode == 0, regrown.stderr[-3000:]
+    assert "1 committed shards changed since they were committed" in regrown.stderr
+    run = read_run(out)
+    assert run["shards"] == {"total": 3, "done": 1, "skipped": 2, "failed": 0}
+    now = read_table(out, "documents").column("doc_id").to_pylist()
+    assert sorted(now) == sorted([*all_ids, "s1-new"])
+    assert run["rows"]["documents"] == len(now) and run["duplicate_doc_ids"]["count"] == 0
+
     # another model into the same output is refused, before any work
     other = tm.write_random_encoder(root / "encoder2", seed=9)
     refused = run_job(*args[:-6], "--embed-model", str(other), "--max-length", "24")
@@ -105,7 +119,7 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     assert run["shards"]["done"] == 3 and run["config"]["output_uri"] == out
     assert run["models"]["embed"]["local_dir"] == str(other)
     new_docs = read_table(out, "documents")
-    assert new_docs.num_rows == len(docs)
+    assert new_docs.num_rows == len(docs) + 1
     assert new_docs.column("embedding").to_pylist() != old_vectors
     assert not (root / "out" / "_next").exists()
     assert run["duplicate_doc_ids"] == {"count": 0, "extra_rows": 0, "shards": []}

@@ -313,3 +313,70 @@ def test_staged_parts_hold_only_the_shards_in_flight():
                 most = max(most, staged.in_flight())
     assert done == n_shards
     assert most <= 2 * parts_per_shard and staged.in_flight() == 0
+
+
+def _plan_over(tmp_path, shards: dict[str, list[str]]) -> plan.RunPlan:
+    """A plan over real Parquet shards (no models: only the shards matter here)."""
+    inp = tmp_path / "in"
+    inp.mkdir(exist_ok=True)
+    for name, ids in shards.items():
+        pq.write_table(pa.table({"doc_id": ids, "text": ids}), inp / f"{name}.parquet")
+    versions = storage.parquet_shard_versions(str(inp))
+    found = [
+        plan.Shard(
+            u,
+            commit.shard_key(u, str(inp)),
+            pq.read_metadata(u.removeprefix("file://")).num_rows,
+            v,
+        )
+        for u, v in sorted(versions.items())
+    ]
+    return plan.RunPlan({}, {}, found, list(found), [])
+
+
+def _commit(out: str, s: plan.Shard) -> None:
+    record = {"shard": s.uri, "key": s.key, "rows": {"documents": s.n_rows}}
+    storage.write_json(commit.commit_path(out, s.key), record | {"input_version": s.version})
+
+
+def test_a_shard_written_again_since_its_commit_is_done_again(tmp_path):
+    import os
+
+    out = str(tmp_path / "out")
+    rp = _plan_over(tmp_path, {"a": ["1", "2"], "b": ["3"], "c": ["4"]})
+    for s in rp.shards:
+        _commit(out, s)
+    plan.skip_committed(rp, out)
+    assert [s.key for s in rp.skipped] == ["a", "b", "c"] and rp.todo == []
+    assert rp.committed["a"]["rows"] == {"documents": 2}  # the report reuses the records
+    # b: one row more; c: rewritten with the same size (another id of the same length),
+    # as a job upstream regenerating its output would
+    pq.write_table(
+        pa.table({"doc_id": ["3", "5"], "text": ["3", "5"]}), tmp_path / "in" / "b.parquet"
+    )
+    c = tmp_path / "in" / "c.parquet"
+    before = c.stat()
+    pq.write_table(pa.table({"doc_id": ["7"], "text": ["7"]}), c)
+    os.utime(c, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # clocks are coarse
+    assert c.stat().st_size == before.st_size
+    rp = _plan_over(tmp_path, {})
+    plan.skip_committed(rp, out)
+    assert [s.key for s in rp.skipped] == ["a"]
+    assert [s.key for s in rp.todo] == ["b", "c"]
+
+
+def test_failure_records_of_earlier_runs_are_forgotten_for_the_shards_redone(tmp_path):
+    out = str(tmp_path / "out")
+    for key in ("a", "b", "c"):
+        plan.record_failure(out, key, f"/in/{key}.parquet", OSError("gone"))
+    plan.forget_failures(out, {"a", "c", "zz"})
+    assert plan.read_failure(out, "a") is None and plan.read_failure(out, "c") is None
+    assert plan.read_failure(out, "b") == "OSError: gone"
+
+
+def test_json_files_are_read_together_in_order(tmp_path):
+    uris = [str(tmp_path / f"{i}.json") for i in (3, 1, 2)]
+    for i, u in enumerate(uris):
+        storage.write_json(u, {"i": i})
+    assert storage.read_jsons(uris) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert storage.read_jsons([]) == []
