@@ -243,9 +243,19 @@ def decode_documents(
     firsts = bounds[:-1][bounds[:-1] < n]
     doc_first = np.zeros(n, dtype=bool)
     doc_first[firsts] = True
-    label, score, first_tok, last_tok = aggregate_words(
-        token_label, token_score, word_ids, strategy, probs, doc_first
-    )
+    if strategy == "simple":
+        # Byte-level BPE cuts a character of several UTF-8 bytes into tokens with one
+        # and the same offsets: they are one unit (the first token's prediction), or each
+        # could start an entity of its own, the same span repeated.
+        piece = np.zeros(n, dtype=bool)
+        piece[1:] = (tok_starts[1:] == tok_starts[:-1]) & (tok_ends[1:] == tok_ends[:-1])
+        first_tok = np.flatnonzero(~(piece & ~doc_first))
+        last_tok = np.append(first_tok[1:] - 1, n - 1)
+        label, score = token_label[first_tok], token_score[first_tok]
+    else:
+        label, score, first_tok, last_tok = aggregate_words(
+            token_label, token_score, word_ids, strategy, probs, doc_first
+        )
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)
     new_group[1:] = (

@@ -274,3 +274,20 @@ def test_documents_decoded_together_are_decoded_as_each_alone(strategy):
             want = np.concatenate([getattr(a, field) for a in alone])
             np.testing.assert_array_equal(getattr(spans, field), want)
         assert sum(len(a) for a in alone) > 0
+
+
+def test_simple_takes_the_byte_tokens_of_one_character_as_one_unit():
+    # Byte-level BPE: each CJK character is three byte tokens with the character's offsets
+    text = "\u80ba\u764c x"
+    offs = [(0, 1)] * 3 + [(1, 2)] * 3 + [(3, 4)]
+    ents = lambda labels: [  # noqa: E731
+        (a, b) for a, b in zip(*(x.tolist() for x in _spans(labels, offs, text)))
+    ]
+    assert ents([1] * 7) == [(0, 1), (1, 2), (3, 4)]  # each character once, not thrice
+    assert ents([1, 2, 2, 2, 2, 2, 0]) == [(0, 2)]
+    assert ents([1, 1, 2, 0, 0, 0, 1]) == [(0, 1), (3, 4)]  # a character's first byte decides
+
+
+def _spans(labels, offs, text):
+    s = _decode(labels, [1] * len(labels), list(range(len(labels))), offs, text, "simple")
+    return s.start, s.end
