@@ -71,6 +71,8 @@ class RunPlan:
     fingerprint: str = ""
     tokenizers: dict[str, TokenizerDef] = field(default_factory=dict)  # per model role
     committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # skipped: key → record
+    # Commit records of shards not (readable) in the input now: rows still in the tables.
+    earlier: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def output_schemas(self) -> dict[str, pa.Schema]:
         dim = self.models["embed"].dim if "embed" in self.models else None
@@ -262,11 +264,12 @@ def skip_committed(rp: RunPlan, output_uri: str) -> None:
     """Set aside the shards ``output_uri`` has a commit record for, made from the file as
     it is now; a shard written again since (another size or store version) is done
     again, its files replaced."""
-    done = commit.committed_keys(output_uri)
-    have = [s for s in rp.shards if s.key in done]
-    records = storage.read_jsons([commit.commit_path(output_uri, s.key) for s in have])
+    done = sorted(commit.committed_keys(output_uri))
+    records = dict(zip(done, storage.read_jsons([commit.commit_path(output_uri, k) for k in done])))
+    have = [s for s in rp.shards if s.key in records]
     rp.committed = {}
-    for s, record in zip(have, records):
+    for s in have:
+        record = records[s.key]
         if record.get("input_version") == s.version and record.get("shard") == s.uri:
             rp.committed[s.key] = record
     changed = len(have) - len(rp.committed)
@@ -274,6 +277,14 @@ def skip_committed(rp: RunPlan, output_uri: str) -> None:
         log.warning(
             "%d committed shards changed since they were committed (size or store "
             "version): they are done again", changed,
+        )  # fmt: skip
+    current = {s.key for s in rp.shards}
+    rp.earlier = {k: r for k, r in records.items() if k not in current}
+    if rp.earlier:
+        log.warning(
+            "%d committed shards are not readable in the input now (removed, renamed or "
+            "unreadable): their rows stay in the output, listed in run.json under "
+            "earlier_shards", len(rp.earlier),
         )  # fmt: skip
     rp.skipped = [s for s in rp.shards if s.key in rp.committed]
     rp.todo = [s for s in rp.shards if s.key not in rp.committed]

@@ -14,11 +14,11 @@ from pipeline.plan import RunPlan
 
 
 def table_counts(
-    output_uri: str, rp: RunPlan, result: RunResult
+    rp: RunPlan, result: RunResult
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """Rows per table, entities per label and documents per status over every committed
     shard (this run's and earlier runs')."""
-    records = list(result.records) + [rp.committed[s.key] for s in rp.skipped]
+    records = [*result.records, *(rp.committed[s.key] for s in rp.skipped), *rp.earlier.values()]
     rows: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
@@ -32,7 +32,7 @@ def table_counts(
 def build_run_json(
     cfg: AnnotateConfig, sched: Scheduling, rp: RunPlan, result: RunResult
 ) -> dict[str, Any]:
-    rows, labels, statuses = table_counts(cfg.output_uri, rp, result)
+    rows, labels, statuses = table_counts(rp, result)
     wall = max(result.wall_s, 1e-9)
     # Any URI may carry user:password@ (fsspec accepts it): run.json is read widely.
     return redacted(
@@ -50,6 +50,8 @@ def build_run_json(
                 "failed": len(result.shards_failed),
             },
             "failed_shards": result.shards_failed,
+            # committed by earlier runs from files not (readable) in the input now
+            "earlier_shards": {r["key"]: r["shard"] for r in rp.earlier.values()},
             "duplicate_doc_ids": duplicate_doc_ids(cfg.output_uri, rp),
             "rows": rows,
             "entities_by_label": labels,

@@ -380,3 +380,20 @@ def test_json_files_are_read_together_in_order(tmp_path):
         storage.write_json(u, {"i": i})
     assert storage.read_jsons(uris) == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert storage.read_jsons([]) == []
+
+
+def test_rows_of_shards_gone_from_the_input_are_still_counted(tmp_path):
+    """The tables keep what earlier runs committed from a shard since removed or renamed;
+    run.json's row counts are the tables' and say which shards those rows came from."""
+    from pipeline.graph import RunResult
+    from pipeline.report import table_counts
+
+    out = str(tmp_path / "out")
+    rp = _plan_over(tmp_path, {"a": ["1", "2"], "b": ["3"]})
+    for s in rp.shards:
+        _commit(out, s)
+    (tmp_path / "in" / "a.parquet").unlink()
+    rp = _plan_over(tmp_path, {})
+    plan.skip_committed(rp, out)
+    assert [s.key for s in rp.skipped] == ["b"] and list(rp.earlier) == ["a"]
+    assert table_counts(rp, RunResult())[0] == {"documents": 3}
