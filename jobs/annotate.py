@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import commit, defaults, models, report, storage
+from pipeline import commit, defaults, models, report, sizing, storage
 from pipeline import schemas as S
 from pipeline.config import (
     AGGREGATIONS,
@@ -334,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not ray.is_initialized():
         ray.init()  # joins the cluster under `ray job submit`, else starts a local one
+    try:  # the hardware decides what --dtype auto means, so only Ray can tell
+        sizing.check_precision(rp, sizing.resolved_dtype(cfg.dtype, ray.cluster_resources()))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result = graph.run(rp, cfg, sched)
     try:
         run = report.build_run_json(cfg, sched, rp, result)  # reads the tables back

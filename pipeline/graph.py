@@ -163,7 +163,9 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     # Publishing only copies staged files, so retrying it after any error is safe.
     publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(commit.publish_shard)
     # The run's id in each commit record tells a retried publish what it already did.
-    meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex}
+    cluster = ray.cluster_resources()
+    dtype = sizing.resolved_dtype(cfg.dtype, cluster)
+    meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex, "dtype": dtype}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
     versions = {s.uri: s.version for s in rp.todo}
@@ -177,7 +179,6 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             shard_meta = meta | {"input_version": versions[uri]}
             pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, shard_meta, [])] = uri
     stopped = ""
-    cluster = ray.cluster_resources()
     per_batch = sizing.run_batch_size(rp, sched, cluster)
     budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
     if rp.todo:

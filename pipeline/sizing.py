@@ -18,10 +18,31 @@ from pipeline.config import (
     AnnotateConfig,
     Scheduling,
 )
-from pipeline.plan import RunPlan
+from pipeline.plan import InputError, RunPlan
 
 # Logical CPUs reserved by the light stages (reader, tokenizers, writer) on CPU-only runs.
 LIGHT_CPUS = 0.25
+
+
+def resolved_dtype(dtype: str, cluster: dict[str, float]) -> str:
+    """The precision the inference actors compute in: ``auto`` is bf16 where the actors
+    get GPUs (the cluster has some), fp32 on CPUs."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if int(cluster.get("GPU", 0)) else "float32"
+
+
+def check_precision(rp: RunPlan, dtype: str) -> None:
+    """Refuse to add rows computed in ``dtype`` to an output whose committed shards were
+    computed in another precision (``--dtype auto`` resumed on other hardware)."""
+    other = sorted({r["dtype"] for r in rp.committed.values() if r.get("dtype", dtype) != dtype})
+    if other:
+        n = sum(r.get("dtype", dtype) != dtype for r in rp.committed.values())
+        raise InputError(
+            f"{n} committed shards of this output were computed in {', '.join(other)}, this "
+            f"run would compute in {dtype}: pass --dtype {other[0]} to keep one precision "
+            "throughout, or --mode overwrite to recompute all"
+        )
 
 
 def actor_args(

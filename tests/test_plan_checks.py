@@ -124,3 +124,21 @@ def test_an_unreadable_label_set_is_refused_before_any_work(tmp_path):
     spec = ModelSpec(str(model), "ner")
     with pytest.raises(InputError, match=r"NER model .*unsupported NER label set.*Chemical"):
         make_plan(AnnotateConfig(_input(tmp_path), str(tmp_path / "o"), spec))
+
+
+def test_auto_precision_follows_the_hardware_and_a_resume_keeps_one():
+    """``--dtype auto`` started on GPUs (bf16) and resumed on CPUs (fp32) would mix the
+    two in one output: refused, naming the flag that keeps one precision."""
+    from pipeline.plan import RunPlan
+    from pipeline.sizing import check_precision, resolved_dtype
+
+    assert resolved_dtype("auto", {"CPU": 16.0, "GPU": 2.0}) == "bfloat16"
+    assert resolved_dtype("auto", {"CPU": 16.0}) == "float32"
+    assert resolved_dtype("float16", {"CPU": 16.0}) == "float16"
+    rp = RunPlan({}, {}, [], [], [])
+    rp.committed = {"a": {"dtype": "bfloat16"}, "b": {"dtype": "bfloat16"}, "c": {}}
+    check_precision(rp, "bfloat16")  # the same precision (and a record without one) pass
+    with pytest.raises(
+        InputError, match=r"2 committed shards .* bfloat16, .* float32: pass --dtype bfloat16"
+    ):
+        check_precision(rp, "float32")
