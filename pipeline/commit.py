@@ -179,13 +179,14 @@ def finish_promotion(output_uri: str) -> bool:
         storage.remove(nxt, recursive=True)
         return True
     new = set(files)
-    # Old files the new generation has no file of the same name for (tables or shards it
-    # does not have, old failure records) go; the others are overwritten below.
-    stale = [f for f in _files_under(output_uri, REPLACED_ITEMS) if f not in new]
+    # What the new generation has none of (a table, old failure records) goes whole; in
+    # the rest, old files it has no file of the same name for (shards it does not have)
+    # go, and the others are overwritten below.
+    kept = [i for i in REPLACED_ITEMS if any(f == i or f.startswith(i + "/") for f in new)]
+    for item in (i for i in REPLACED_ITEMS if i not in kept):
+        storage.remove(storage.join(output_uri, item), recursive=True)
+    stale = [f for f in _files_under(output_uri, kept) if f not in new]
     storage.remove_files([storage.join(output_uri, f) for f in stale])
-    for item in REPLACED_ITEMS:  # a local folder outlives its files
-        if not any(f == item or f.startswith(item + "/") for f in new):
-            storage.remove(storage.join(output_uri, item), recursive=True)
     # A file still in _next has not been moved yet (or was copied but not yet deleted).
     for f in sorted(set(_files_under(nxt, PUBLIC_ITEMS)) & new):
         storage.move(storage.join(nxt, f), storage.join(output_uri, f))

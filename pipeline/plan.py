@@ -22,6 +22,7 @@ from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
 from pipeline.models import ModelInfo, TokenizerDef
 from pipeline.spans import LabelScheme
+from pipeline.stages.read import is_string_type
 from pipeline.windows import effective_stride
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,7 @@ def _id_type_ok(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
     return (
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_string_view(t)
+        is_string_type(t)
         or pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
         or pa.types.is_integer(t)

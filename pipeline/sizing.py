@@ -35,12 +35,12 @@ def resolved_dtype(dtype: str, cluster: dict[str, float]) -> str:
 def check_precision(rp: RunPlan, dtype: str) -> None:
     """Refuse to add rows computed in ``dtype`` to an output whose committed shards were
     computed in another precision (``--dtype auto`` resumed on other hardware)."""
-    other = sorted({r["dtype"] for r in rp.committed.values() if r.get("dtype", dtype) != dtype})
+    other = [r["dtype"] for r in rp.committed.values() if r.get("dtype", dtype) != dtype]
     if other:
-        n = sum(r.get("dtype", dtype) != dtype for r in rp.committed.values())
         raise InputError(
-            f"{n} committed shards of this output were computed in {', '.join(other)}, this "
-            f"run would compute in {dtype}: pass --dtype {other[0]} to keep one precision "
+            f"{len(other)} committed shards of this output were computed in "
+            f"{', '.join(sorted(set(other)))}, this "
+            f"run would compute in {dtype}: pass --dtype {min(other)} to keep one precision "
             "throughout, or --mode overwrite to recompute all"
         )
 

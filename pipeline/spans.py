@@ -326,12 +326,3 @@ def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
         while end < len(text) and unicodedata.combining(text[end]):
             end += 1
     return start, end
-
-
-def trim_whitespace(text: str, start: int, end: int) -> tuple[int, int]:
-    """Shrink ``[start, end)`` so it neither starts nor ends on whitespace."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end

@@ -238,7 +238,9 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("crash_at", range(22))  # every step: 6 deletes, then 8 files x 2 steps
+# every step: 3 folders the new generation lacks, 2 old shard files, 8 files moved in 2
+# steps each, the removal of _next
+@pytest.mark.parametrize("crash_at", range(22))
 def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
     tmp_path, monkeypatch, crash_at
 ):
@@ -248,7 +250,7 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
     out = str(tmp_path / "out")
     _old_and_new(out)
     steps = iter(range(100))
-    real_move, real_remove_files = storage.move, storage.remove_files
+    real_move, real_remove, real_remove_files = storage.move, storage.remove, storage.remove_files
 
     def step() -> None:
         if next(steps) == crash_at:
@@ -260,7 +262,11 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
             storage.write_parquet_table(dst, storage.read_parquet_table(src))
         )
         step()
-        storage.remove(src)
+        real_remove(src)
+
+    def remove(uri: str, recursive: bool = False) -> None:
+        step()
+        real_remove(uri, recursive)
 
     def remove_files(uris: list[str]) -> None:
         for u in uris:
@@ -268,10 +274,12 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
             real_remove_files([u])
 
     monkeypatch.setattr(storage, "move", s3_move)
+    monkeypatch.setattr(storage, "remove", remove)
     monkeypatch.setattr(storage, "remove_files", remove_files)
     with pytest.raises(_Crash):
         commit.promote_next(out)
     monkeypatch.setattr(storage, "move", real_move)
+    monkeypatch.setattr(storage, "remove", real_remove)
     monkeypatch.setattr(storage, "remove_files", real_remove_files)
     assert plan.work_output(_cfg(tmp_path), "new") == out  # any mode finishes the swap
     _assert_only_new(out)

@@ -15,7 +15,6 @@ from pipeline.spans import (
     decode_spans,
     trim_span,
     trim_spans,
-    trim_whitespace,
 )
 
 BIO = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "B-Chem", 4: "I-Chem"}
@@ -163,7 +162,7 @@ def test_spans_never_start_or_end_on_whitespace():
     text = "given  aspirin daily"
     s = _decode([0, 3, 0], [1, 1, 1], [0, 1, 2], [(0, 5), (5, 14), (14, 20)], text)
     assert (s.start[0], s.end[0]) == (7, 14) and text[7:14] == "aspirin"
-    assert trim_whitespace(" \n a b \t", 0, 8) == (3, 6)
+    assert trim_span(" \n a b \t", 0, 8) == (3, 6)
 
 
 def test_entity_end_takes_the_combining_mark_after_it():

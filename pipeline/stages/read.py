@@ -46,7 +46,7 @@ def document_columns(
     text_col = table.column(settings.text_column)
     if pa.types.is_null(text_col.type):  # all null: pandas writes all-None columns so
         text_col = pa.nulls(n, pa.string())
-    if not _is_string_type(text_col.type):
+    if not is_string_type(text_col.type):
         msg = (
             f"text column {settings.text_column!r} has type {text_col.type} in shard "
             f"{shard}, expected string"
@@ -123,7 +123,7 @@ def read_shard(shard: str, settings: ReadSettings) -> Iterator[pa.Table]:
         yield docs
 
 
-def _is_string_type(t: pa.DataType) -> bool:
+def is_string_type(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
