@@ -54,13 +54,26 @@ def actor_args(
     gpus = int(cluster.get("GPU", 0))
     if gpus:
         n = sched.num_actors or max(1, gpus // n_models)
-        return n, {"num_gpus": sched.gpus_per_actor or 1, "num_cpus": 1}, None
+        return (
+            n,
+            {"num_gpus": sched.gpus_per_actor or gpu_share(n * n_models, gpus), "num_cpus": 1},
+            None,
+        )
     n = sched.num_actors or 1
     cpus = float(cluster.get("CPU", 1))
     light = LIGHT_CPUS * (2 + n_models)
     share = max(LIGHT_CPUS, (cpus - light) / max(1, n_models * n))
     threads = max(1, int(cpus // max(1, n_models * n)))
     return n, {"num_gpus": 0, "num_cpus": share}, threads
+
+
+def gpu_share(n_actors: int, gpus: int) -> float:
+    """The GPU fraction each of ``n_actors`` inference actors asks for so that all of them
+    fit on ``gpus`` GPUs: a whole one while there are enough, else 1/k with k actors on
+    each GPU. With a whole GPU each, the NER and embedding actors on a one-GPU machine
+    could never both start, and the job would wait forever. 1/k rather than gpus/n: Ray
+    places fractions GPU by GPU, so 0.75 each would fit one actor a GPU, not four on three."""
+    return 1.0 / math.ceil(max(1, n_actors) / max(1, gpus))
 
 
 # Tokenizer actors per inference actor on GPU clusters. In process on a 16-core Xeon,

@@ -476,3 +476,32 @@ def test_two_node_cluster_places_inference_actors_on_both_nodes(corpus, clean, t
         assert_same_tables(out, clean)
     finally:
         cluster.stop()
+
+
+def test_one_gpu_is_shared_by_the_ner_and_embedding_actors(corpus, clean, tmp_path):
+    """One logical GPU and two models: each model's actor asks for half of it, so both
+    run at once. With a whole GPU each (as before), the embedding pool never started and
+    the job waited forever."""
+    try:
+        cluster = start_cluster(head_cpus=4, head_gpus=1)
+    except RuntimeError as e:
+        pytest.skip(f"could not start a local Ray head here: {e}")
+    try:
+        out = str(tmp_path / "out")
+        logs = tmp_path / "logs"
+        seen = {"inference": 0}
+
+        def placed(_: int) -> bool:
+            seen["inference"] = max(seen["inference"], inference_actors(cluster.head))
+            return seen["inference"] >= 2
+
+        proc = launch_until(job_args(corpus, corpus["in"], out), logs, placed, cluster.env)
+        try:
+            rc = proc.wait(timeout=600)
+        finally:
+            end_session(proc)
+        assert rc == 0, tail(logs)
+        assert seen == {"inference": 2}
+        assert_same_tables(out, clean)
+    finally:
+        cluster.stop()

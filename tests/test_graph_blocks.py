@@ -193,3 +193,27 @@ def test_only_the_model_actors_import_torch() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    "gpus,n_models,num_actors", [(1, 2, None), (1, 1, None), (2, 2, None), (3, 2, 2), (1, 2, 3)]
+)
+def test_every_inference_actor_fits_on_the_gpus_at_once(gpus, n_models, num_actors) -> None:
+    """Ray places fractional GPUs one GPU at a time: the actors of all models, each asking
+    for its share, must fit the GPUs as bins, or a pool never starts and the job waits."""
+    from pipeline.config import Scheduling
+
+    n, resources, _ = sizing.actor_args(Scheduling(num_actors=num_actors), n_models, {"GPU": gpus})
+    share = resources["num_gpus"]
+    assert 0 < share <= 1
+    per_gpu = int(1 / share + 1e-9)  # actors one GPU holds
+    assert per_gpu * gpus >= n * n_models
+    if n * n_models <= gpus:
+        assert share == 1  # enough GPUs: each actor has one to itself
+
+
+def test_an_asked_gpu_fraction_is_kept() -> None:
+    from pipeline.config import Scheduling
+
+    sched = Scheduling(gpus_per_actor=0.25)
+    assert sizing.actor_args(sched, 2, {"GPU": 1})[1]["num_gpus"] == 0.25
