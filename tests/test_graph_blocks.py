@@ -196,7 +196,8 @@ def test_only_the_model_actors_import_torch() -> None:
 
 
 @pytest.mark.parametrize(
-    "gpus,n_models,num_actors", [(1, 2, None), (1, 1, None), (2, 2, None), (3, 2, 2), (1, 2, 3)]
+    "gpus,n_models,num_actors",
+    [(1, 2, None), (1, 1, None), (2, 2, None), (3, 2, 2), (1, 2, 3), (1, 1, 7), (2, 1, 13)],
 )
 def test_every_inference_actor_fits_on_the_gpus_at_once(gpus, n_models, num_actors) -> None:
     """Ray places fractional GPUs one GPU at a time: the actors of all models, each asking
