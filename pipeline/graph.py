@@ -168,7 +168,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex, "dtype": dtype}
     expected = {s.uri: s.n_rows for s in rp.todo}
     keys = {s.uri: s.key for s in rp.todo}
-    versions = {s.uri: s.version for s in rp.todo}
+    # Each shard's record also names the input file's version it was made from.
+    shard_meta = {s.uri: meta | {"input_version": s.version} for s in rp.todo}
     # Failure records of earlier runs: a shard that fails again gets a fresh one.
     plan.forget_failures(cfg.output_uri, set(keys.values()))
     staged = commit.StagedParts(expected)
@@ -176,8 +177,9 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     # Zero-row shards have nothing to stage: publish their empty tables straight away.
     for uri, n in expected.items():
         if n == 0:
-            shard_meta = meta | {"input_version": versions[uri]}
-            pending[publish.remote(cfg.output_uri, keys[uri], uri, schemas, shard_meta, [])] = uri
+            pending[
+                publish.remote(cfg.output_uri, keys[uri], uri, schemas, shard_meta[uri], [])
+            ] = uri
     stopped = ""
     per_batch = sizing.run_batch_size(rp, sched, cluster)
     budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
@@ -203,9 +205,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
                         result.docs_processed += row["n_docs"]
                         result.tokens_processed += row["n_tokens"]
                     if parts is not None:
-                        shard_meta = meta | {"input_version": versions[shard]}
                         ref = publish.remote(
-                            cfg.output_uri, keys[shard], shard, schemas, shard_meta, parts
+                            cfg.output_uri, keys[shard], shard, schemas, shard_meta[shard], parts
                         )
                         pending[ref] = shard
         except Exception as exc:  # e.g. storage down past its retries: keep what is staged

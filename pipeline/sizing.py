@@ -54,11 +54,8 @@ def actor_args(
     gpus = int(cluster.get("GPU", 0))
     if gpus:
         n = sched.num_actors or max(1, gpus // n_models)
-        return (
-            n,
-            {"num_gpus": sched.gpus_per_actor or gpu_share(n * n_models, gpus), "num_cpus": 1},
-            None,
-        )
+        share = sched.gpus_per_actor or gpu_share(n * n_models, gpus)
+        return n, {"num_gpus": share, "num_cpus": 1}, None
     n = sched.num_actors or 1
     cpus = float(cluster.get("CPU", 1))
     light = LIGHT_CPUS * (2 + n_models)

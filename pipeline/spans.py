@@ -162,15 +162,24 @@ def aggregate_words(
     strategy: str,
     probs: np.ndarray | None = None,
     doc_first: np.ndarray | None = None,
+    pieces: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per unit (a word, or a token for ``simple``): label id, score, first and last
     token index. ``token_label``/``token_score`` are each token's argmax label and its
     probability; ``average`` also needs the full ``[n_tokens, n_labels]`` ``probs``.
-    ``doc_first`` marks the first token of each document when several are concatenated."""
+    ``doc_first`` marks the first token of each document when several are concatenated.
+    ``pieces`` marks, for ``simple``, tokens with the same offsets as the token before."""
     n = len(token_label)
     if strategy == "simple":
-        idx = np.arange(n)
-        return token_label, token_score, idx, idx
+        # Byte-level BPE cuts a character of several UTF-8 bytes into tokens with one
+        # and the same offsets: they are one unit (the first token's prediction), or each
+        # could start an entity of its own, the same span repeated.
+        joined = np.zeros(n, dtype=bool) if pieces is None else pieces.copy()
+        if doc_first is not None:
+            joined &= ~doc_first
+        first = np.flatnonzero(~joined)
+        last = np.append(first[1:] - 1, n - 1)
+        return token_label[first], token_score[first], first, last
     starts = _word_starts(word_ids, doc_first)
     lasts = np.append(starts[1:] - 1, n - 1)
     if strategy == "first":
@@ -243,19 +252,11 @@ def decode_documents(
     firsts = bounds[:-1][bounds[:-1] < n]
     doc_first = np.zeros(n, dtype=bool)
     doc_first[firsts] = True
-    if strategy == "simple":
-        # Byte-level BPE cuts a character of several UTF-8 bytes into tokens with one
-        # and the same offsets: they are one unit (the first token's prediction), or each
-        # could start an entity of its own, the same span repeated.
-        piece = np.zeros(n, dtype=bool)
-        piece[1:] = (tok_starts[1:] == tok_starts[:-1]) & (tok_ends[1:] == tok_ends[:-1])
-        first_tok = np.flatnonzero(~(piece & ~doc_first))
-        last_tok = np.append(first_tok[1:] - 1, n - 1)
-        label, score = token_label[first_tok], token_score[first_tok]
-    else:
-        label, score, first_tok, last_tok = aggregate_words(
-            token_label, token_score, word_ids, strategy, probs, doc_first
-        )
+    pieces = np.zeros(n, dtype=bool)
+    pieces[1:] = (tok_starts[1:] == tok_starts[:-1]) & (tok_ends[1:] == tok_ends[:-1])
+    label, score, first_tok, last_tok = aggregate_words(
+        token_label, token_score, word_ids, strategy, probs, doc_first, pieces
+    )
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)
     new_group[1:] = (

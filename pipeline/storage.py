@@ -104,18 +104,13 @@ def write_parquet_table(uri: str, table: pa.Table, schema: pa.Schema | None = No
         pq.write_table(table, f, compression="zstd")
 
 
-def list_parquet_shards(uri: str) -> list[str]:
-    """Every ``.parquet`` file at or under ``uri``, sorted, as full URIs.
+def parquet_shard_versions(uri: str) -> dict[str, str]:
+    """Every ``.parquet`` file at or under ``uri``, as full URIs, with its version from the
+    listing alone: its size and what the store changes when the file is written again
+    (S3's ETag, GCS's generation, else the modification time).
 
     Hidden and ``_``-prefixed files and folders are skipped, as readers do.
     """
-    return sorted(parquet_shard_versions(uri))
-
-
-def parquet_shard_versions(uri: str) -> dict[str, str]:
-    """:func:`list_parquet_shards` with each file's version, from the listing alone: its
-    size and what the store changes when the file is written again (S3's ETag, GCS's
-    generation, else the modification time)."""
     fs, path = filesystem(uri)
     if fs.isfile(path):
         return {to_uri(fs, path): _version(fs.info(path))}
