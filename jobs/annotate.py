@@ -11,15 +11,13 @@ training part on the first run (cached).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
-from pathlib import Path
 
 import yaml
 
-from pipeline import commit, defaults, models, report, sizing, storage
-from pipeline import schemas as S
+from jobs.cli import DefaultsHelpFormatter, non_negative_int, positive_int
+from pipeline import defaults, models, report, run
 from pipeline.config import (
     AGGREGATIONS,
     DTYPES,
@@ -30,27 +28,9 @@ from pipeline.config import (
     ModelSpec,
     Scheduling,
 )
-from pipeline.plan import InputError, claim_output, make_plan, skip_committed, work_output
-
-log = logging.getLogger("jobs.annotate")
+from pipeline.plan import InputError
 
 DEFAULT_OUTPUT = "out/annotate-sample"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer of at least 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Named entities (character spans) and embeddings for every document of a "
         "Parquet corpus, with Hugging Face encoders on Ray. Lengths are in tokens unless "
         "they say characters.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     io = p.add_argument_group("input and output")
     io.add_argument(
@@ -239,11 +219,7 @@ def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
 def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
     input_uri, output_uri, embed = args.input, args.output, args.embed_model
     if input_uri is None:
-        from pipeline import sample_corpus
-
-        input_uri = str(defaults.sample_corpus_dir() / "docs")
-        if not Path(input_uri).exists():
-            sample_corpus.write_sample_corpus(str(defaults.sample_corpus_dir()))
+        input_uri = run.sample_input()
         output_uri = output_uri or DEFAULT_OUTPUT
         if embed is None and args.ner_model is None:
             embed = defaults.default_embed_model()
@@ -296,73 +272,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demo = args.input is None and not (args.ner_model or args.embed_model)
     if demo:
-        import ray
-
-        from pipeline import demo_model
-
-        ray.init()  # the demo model trains on Ray Train, then the job runs on the same Ray
-        if not demo_model.is_built(models.default_cache_dir()):
-            print(
-                "First run of the embedded default: fine-tuning the demo NER model on the "
-                "sample corpus (a few minutes on two CPU cores; cached afterwards)",
-                file=sys.stderr,
-            )
-        ner_dir = demo_model.ensure_demo_ner_model(models.default_cache_dir())
-        args.ner_model, args.embed_model = str(ner_dir), defaults.default_embed_model()
+        args.ner_model, args.embed_model = run.demo_models()
     cfg, sched = to_config(args)
     try:
-        rp = make_plan(cfg)  # lists and checks every shard before any model loads
-        work = work_output(cfg, rp.fingerprint)
+        result = run.annotate(cfg, sched)
     except (InputError, FileNotFoundError) as exc:
         print(f"error: {report.redact_uri(str(exc))}", file=sys.stderr)
         return 2
-    final_output = cfg.output_uri
-    cfg = dataclasses.replace(cfg, output_uri=work)
-    skip_committed(rp, work)
-    claim_output(work, rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
-    log.info("config: %s", report.redacted(cfg.to_dict()))
-    log.info(
-        "%d shards: %d to do, %d already committed, %d unreadable",
-        len(rp.shards) + len(rp.failed),
-        len(rp.todo),
-        len(rp.skipped),
-        len(rp.failed),
-    )
-    import ray
-
-    from pipeline import graph
-
-    if not ray.is_initialized():
-        ray.init()  # joins the cluster under `ray job submit`, else starts a local one
-    try:  # the hardware decides what --dtype auto means, so only Ray can tell
-        sizing.check_precision(rp, sizing.resolved_dtype(cfg.dtype, ray.cluster_resources()))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = graph.run(rp, cfg, sched)
-    try:
-        run = report.build_run_json(cfg, sched, rp, result)  # reads the tables back
-        run["config"]["output_uri"] = report.redact_uri(final_output)
-        storage.write_json(storage.join(work, S.RUN_JSON), run)
-    except OSError as exc:  # storage down past its retries; committed shards are kept
-        print(
-            f"error: could not write {S.RUN_JSON} under {report.redact_uri(work)} "
-            f"({type(exc).__name__}); "
-            f"{len(result.shards_done)} shards were committed; rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 1
-    if work != final_output and not result.shards_failed:
-        commit.promote_next(final_output)  # the old output is replaced only now
-    elif work != final_output:
-        log.error("overwrite incomplete: the previous output is untouched; rerun to resume")
-    shown = report.redact_uri(final_output if not result.shards_failed else work)
-    print(report.summary_text(run, shown))
-    if demo and not result.shards_failed:
+    if result.run is None:
+        print(f"error: {result.error}", file=sys.stderr)
+        return result.exit_code
+    print(result.summary())
+    if demo and result.ok:
         from pipeline import demo_model
 
-        print(demo_model.held_out_note(final_output, models.default_cache_dir()))
-    return 1 if result.shards_failed else 0
+        print(demo_model.held_out_note(result.output_uri, models.default_cache_dir()))
+    return result.exit_code
 
 
 if __name__ == "__main__":
