@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 
+from jobs.cli import DefaultsHelpFormatter
 from pipeline import models
 from pipeline.training import FinetuneConfig, TrainScheduling, run_finetune
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a token classifier (BIO over the entity labels found in the "
         "training data) on the annotate job's tokenization and windows, keep the epoch with "
         "the best dev strict F1. Lengths are in tokens.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data (Parquet file or folder: local path, file://, s3://)")
     d.add_argument("--train-docs", required=True, help="training documents: doc_id, text")
