@@ -280,13 +280,26 @@ def load_model(
 ) -> Any:
     """Load the encoder for ``task`` ("ner" or "embed"), safetensors first, in eval mode."""
     from transformers import AutoModel, AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
 
+    # Each actor would print its weight-loading bar and a load-report table into the job
+    # log; what matters of the report (weights left random) is logged as one line.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     check_safetensors(model_dir, allow_pickle)
     cls = AutoModelForTokenClassification if task == "ner" else AutoModel
-    model = cls.from_pretrained(
+    model, info = cls.from_pretrained(
         str(model_dir),
         local_files_only=True,
         trust_remote_code=trust_remote_code,
         use_safetensors=None if allow_pickle else True,
+        output_loading_info=True,
     )
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        log.warning(
+            "%s model %s: %d weights are not in the checkpoint and start random (%s)",
+            task, model_dir.name, len(missing), shown,
+        )  # fmt: skip
     return model.eval()
