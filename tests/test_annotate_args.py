@@ -72,3 +72,12 @@ def test_a_missing_config_file_is_named(tmp_path, capsys):
     missing = str(tmp_path / "nope.yaml")
     err = _error(capsys, ["--config", missing])
     assert f"cannot read --config {missing}" in err
+
+
+def test_help_names_each_default_once() -> None:
+    from jobs.annotate import build_parser
+
+    text = " ".join(build_parser().format_help().split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert text.count("(default: the embedded sample corpus)") == 1
+    assert "(default: doc_id)" in text  # a real default is still shown
