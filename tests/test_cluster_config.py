@@ -52,9 +52,16 @@ def _pinned(name: str) -> Requirement:
 
 
 def _ray_pin() -> str:
-    (spec,) = _pinned("ray").specifier
-    assert spec.operator == "==", "ray must be pinned exactly"
-    return spec.version
+    """The Ray version the suite ran with (constraints.txt), inside pyproject's bound: the
+    image's Ray must be exactly the one the job is installed with."""
+    pins = [
+        line.split("==", 1)[1].strip()
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.startswith("ray==")
+    ]
+    assert len(pins) == 1, "constraints.txt must pin ray exactly once"
+    assert Version(pins[0]) in _pinned("ray").specifier
+    return pins[0]
 
 
 def _assert_no_secrets(text: str) -> None:
@@ -170,6 +177,10 @@ def test_setup_installs_project_and_cuda_torch_on_every_node(
         script = "\n".join(commands)
         project = rf"pip install[^\n]*\s{re.escape(project_dirs[0])}/?(\s|$)"
         assert re.search(project, script, re.MULTILINE), f"{node}: project not installed"
+        constrained = rf"-c {re.escape(project_dirs[0])}/constraints.txt"
+        assert re.search(constrained, script), (
+            f"{node}: the project must be installed with its tested constraints"
+        )
         torch = re.search(
             r'pip install[^\n]*"?torch==([\w.]+)"?[^\n]*--index-url \S+/cu\d+', script
         )
