@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write every number, check and target here")
     p.add_argument(
         "--markdown",
-        help="update this Markdown file's section for this corpus (e.g. docs/benchmark.md)",
+        help="update this Markdown file's section for this corpus (e.g. docs/benchmarks.md)",
     )
     p.add_argument("--section", help="section key in --markdown (default: the --docs name)")
     p.add_argument(

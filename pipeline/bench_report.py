@@ -1,5 +1,5 @@
 """The benchmark's results as text for the terminal and as Markdown sections that a
-results file (docs/benchmark.md) keeps one per corpus, regenerated in place."""
+results file (docs/benchmarks.md) keeps one per corpus, regenerated in place."""
 
 from __future__ import annotations
 

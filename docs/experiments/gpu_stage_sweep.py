@@ -4,7 +4,7 @@ kernel profile of the embedding stage. Output of 2026-11-27 on an H100 beside th
 
     PYTHONPATH=. python docs/experiments/gpu_stage_sweep.py TOKENIZER_DIR DOCS.parquet WORKDIR
 
-(DOCS: the generated corpus of docs/benchmark-gpu.md; TOKENIZER_DIR: any BERT
+(DOCS: the generated corpus of docs/benchmarks.md; TOKENIZER_DIR: any BERT
 tokenizer folder, e.g. the packaged all-MiniLM-L6-v2's.)
 """
 
