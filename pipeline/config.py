@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Aggregation = Literal["first", "average", "max", "simple"]
@@ -84,4 +84,3 @@ class Scheduling:
     max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     compile_model: bool = False  # torch.compile each encoder: faster passes, slower start
-    extra: dict[str, Any] = field(default_factory=dict)

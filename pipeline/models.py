@@ -132,15 +132,6 @@ def default_max_length(config: dict[str, Any]) -> int:
     return families.window_length(config)
 
 
-def declared_max_length(model_dir: Path) -> int | None:
-    """The ``max_seq_length`` (tokens) a sentence-transformers folder declares, if any."""
-    cfg = model_dir / "sentence_bert_config.json"
-    if cfg.exists():
-        value = json.loads(cfg.read_text()).get("max_seq_length")
-        return int(value) if value else None
-    return None
-
-
 # sentence-transformers' pooling flags, in its own order of precedence.
 ST_POOLING_MODES = {
     "pooling_mode_cls_token": "cls",
