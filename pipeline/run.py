@@ -29,7 +29,9 @@ class AnnotateResult:
 
     ``run`` is the dict written to ``run.json`` (None when it could not be written);
     ``exit_code`` is 0 when every shard is committed and 1 when some are not (a rerun of
-    the same call resumes); ``error`` says why, without any document text."""
+    the same call resumes); ``error`` says why, without any document text. ``output_uri``
+    is where the tables are: the generation being written while an overwrite is
+    incomplete, the output asked for otherwise."""
 
     output_uri: str
     exit_code: int
