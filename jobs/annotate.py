@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.input is not None and not (args.ner_model or args.embed_model):
-        print("error: no model given: pass --ner-model and/or --embed-model", file=sys.stderr)
+        print(f"error: {run.NO_MODEL}", file=sys.stderr)  # before --output is asked for
         return 2
     demo = args.input is None and not (args.ner_model or args.embed_model)
     if demo:

@@ -20,7 +20,9 @@ from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.plan import InputError, RunPlan, claim_output, make_plan, skip_committed, work_output
 
-log = logging.getLogger("pipeline.run")
+log = logging.getLogger(__name__)
+
+NO_MODEL = "no model given: pass --ner-model and/or --embed-model"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def prepare(cfg: AnnotateConfig) -> tuple[RunPlan, AnnotateConfig]:
     its output moved to the generation the run writes (``_next`` for an overwrite).
     Raises ``InputError`` (or ``FileNotFoundError``) naming what is wrong."""
     if cfg.ner is None and cfg.embed is None:
-        raise InputError("no model given: pass --ner-model and/or --embed-model")
+        raise InputError(NO_MODEL)
     rp = make_plan(cfg)  # lists and checks every shard before any model loads
     work = work_output(cfg, rp.fingerprint)
     return rp, dataclasses.replace(cfg, output_uri=work)
