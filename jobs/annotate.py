@@ -17,7 +17,7 @@ import sys
 import yaml
 
 from jobs.cli import DefaultsHelpFormatter, non_negative_int, positive_int
-from pipeline import defaults, models, report, run
+from pipeline import run
 from pipeline.config import (
     AGGREGATIONS,
     DTYPES,
@@ -28,7 +28,11 @@ from pipeline.config import (
     ModelSpec,
     Scheduling,
 )
-from pipeline.plan import InputError
+from pipeline.execution import report
+from pipeline.execution.plan import NO_MODEL
+from pipeline.models import loading as models
+from pipeline.sample import defaults
+from pipeline.types import InputError
 
 DEFAULT_OUTPUT = "out/annotate-sample"
 
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.input is not None and not (args.ner_model or args.embed_model):
-        print(f"error: {run.NO_MODEL}", file=sys.stderr)  # before --output is asked for
+        print(f"error: {NO_MODEL}", file=sys.stderr)  # before --output is asked for
         return 2
     demo = args.input is None and not (args.ner_model or args.embed_model)
     if demo:
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return result.exit_code
     print(result.summary())
     if demo and result.ok:
-        from pipeline import demo_model
+        from pipeline.sample import demo_model
 
         print(demo_model.held_out_note(result.output_uri, models.default_cache_dir()))
     return result.exit_code

@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import defaults
-from pipeline.benchmark import BenchSettings
+from pipeline.bench.harness import BenchSettings
+from pipeline.sample import defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         if args.scale:
             return _scale(args, settings, model, workdir, command)
-        from pipeline import bench_suite
+        from pipeline.bench import suite as bench_suite
 
         request = bench_suite.BenchRequest(
             docs_uri=args.docs,
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from pipeline import bench_suite
+    from pipeline.bench import suite as bench_suite
 
     result = json.loads(Path(args.render).read_text())
     if "scale" in result:
@@ -191,7 +191,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _report(result: dict, args: argparse.Namespace) -> None:
-    from pipeline import bench_report
+    from pipeline.bench import report as bench_report
 
     print(bench_report.text_report(result))
     if args.markdown:
@@ -206,8 +206,8 @@ def _report(result: dict, args: argparse.Namespace) -> None:
 def _scale(
     args: argparse.Namespace, settings: BenchSettings, model: str, workdir: Path, command: str
 ) -> int:
-    from pipeline import bench_suite
-    from pipeline.bench_ray import scale_runs
+    from pipeline.bench import suite as bench_suite
+    from pipeline.bench.ray_rows import scale_runs
 
     sizes = [int(x) for x in args.scale.split(",")]
     machine = bench_suite.machine_info()
@@ -219,7 +219,7 @@ def _scale(
 
 
 def _report_scale(result: dict, args: argparse.Namespace) -> int:
-    from pipeline import bench_report
+    from pipeline.bench import report as bench_report
 
     rows = bench_report.scale_text(result["scale"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

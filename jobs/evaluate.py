@@ -21,9 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import storage
-from pipeline.evaluation import SPAN_COLUMNS, format_report, missing_columns, score_spans
+from pipeline.evaluation.scoring import SPAN_COLUMNS, format_report, missing_columns, score_spans
 from pipeline.schemas import DOC_ID, DOCUMENTS_DIR, ENTITIES_DIR, STATUS
+from pipeline.storage import files as storage
 
 log = logging.getLogger("evaluate")
 

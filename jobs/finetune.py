@@ -16,8 +16,8 @@ import os
 import sys
 
 from jobs.cli import DefaultsHelpFormatter
-from pipeline import models
-from pipeline.training import FinetuneConfig, TrainScheduling, run_finetune
+from pipeline.models import loading as models
+from pipeline.training.finetune import FinetuneConfig, TrainScheduling, run_finetune
 
 log = logging.getLogger("jobs.finetune")
 

@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from pipeline.model_pull import PullRefused, SourceUnavailable, pull_model
+from pipeline.models.pull import PullRefused, SourceUnavailable, pull_model
 
 
 def build_parser() -> argparse.ArgumentParser:

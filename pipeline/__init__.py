@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Loaded on first use, so that importing a pure core module (``pipeline.windows``) does
+# Loaded on first use, so that importing a pure core module (``pipeline.core.windows``) does
 # not import Ray and torch, which workers and the GPU machine may not need or have.
 _EXPORTS = {
     "AnnotateConfig": "pipeline.config",
     "ModelSpec": "pipeline.config",
     "Scheduling": "pipeline.config",
-    "InputError": "pipeline.plan",
+    "InputError": "pipeline.types",
     "AnnotateResult": "pipeline.run",
     "annotate": "pipeline.run",
 }

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import commit, defaults, models, report, sizing, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
-from pipeline.plan import InputError, RunPlan, claim_output, make_plan, skip_committed, work_output
+from pipeline.execution import report, sizing
+from pipeline.execution.plan import make_plan, skip_committed
+from pipeline.models import loading as models
+from pipeline.sample import defaults
+from pipeline.storage.output import OutputFolder
+from pipeline.types import RunPlan
 
 log = logging.getLogger(__name__)
-
-NO_MODEL = "no model given: pass --ner-model and/or --embed-model"
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def sample_input() -> str:
     root = defaults.sample_corpus_dir()
     docs = root / "docs"
     if not docs.exists():
-        from pipeline import sample_corpus
+        from pipeline.sample import corpus as sample_corpus
 
         sample_corpus.write_sample_corpus(str(root))
     return str(docs)
@@ -66,7 +68,7 @@ def demo_models(cache_dir: Path | None = None) -> tuple[str, str]:
     """The embedded default's (NER, embedding) model folders: the demo NER model, trained
     on Ray Train on the sample's training part on the first call (then cached), and
     all-MiniLM-L6-v2 from its PyPI package."""
-    from pipeline import demo_model
+    from pipeline.sample import demo_model
 
     cache = cache_dir or models.default_cache_dir()
     connect_ray()
@@ -92,11 +94,9 @@ def prepare(cfg: AnnotateConfig) -> tuple[RunPlan, AnnotateConfig]:
     """Every check made before any model loads or Ray starts: the plan, and ``cfg`` with
     its output moved to the generation the run writes (``_next`` for an overwrite).
     Raises ``InputError`` (or ``FileNotFoundError``) naming what is wrong."""
-    if cfg.ner is None and cfg.embed is None:
-        raise InputError(NO_MODEL)
     rp = make_plan(cfg)  # lists and checks every shard before any model loads
-    work = work_output(cfg, rp.fingerprint)
-    return rp, dataclasses.replace(cfg, output_uri=work)
+    work = OutputFolder.for_run(cfg.output_uri, cfg.mode, rp.fingerprint)
+    return rp, dataclasses.replace(cfg, output_uri=work.uri)
 
 
 def annotate(cfg: AnnotateConfig, sched: Scheduling | None = None) -> AnnotateResult:
@@ -108,8 +108,9 @@ def annotate(cfg: AnnotateConfig, sched: Scheduling | None = None) -> AnnotateRe
     sched = sched or Scheduling()
     rp, work_cfg = prepare(cfg)
     work = work_cfg.output_uri
-    skip_committed(rp, work)
-    claim_output(work, rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
+    out = OutputFolder(work)
+    skip_committed(rp, out)
+    out.claim(rp.fingerprint, {r: i.__dict__ for r, i in rp.models.items()})
     log.info("config: %s", report.redacted(work_cfg.to_dict()))
     log.info(
         "%d shards: %d to do, %d already committed, %d unreadable",
@@ -120,7 +121,7 @@ def annotate(cfg: AnnotateConfig, sched: Scheduling | None = None) -> AnnotateRe
     )
     import ray
 
-    from pipeline import graph
+    from pipeline.execution import graph
 
     connect_ray()
     # The hardware decides what --dtype auto means, so only Ray can tell.
@@ -129,7 +130,7 @@ def annotate(cfg: AnnotateConfig, sched: Scheduling | None = None) -> AnnotateRe
     try:
         run = report.build_run_json(work_cfg, sched, rp, result)  # reads the tables back
         run["config"]["output_uri"] = report.redact_uri(cfg.output_uri)
-        storage.write_json(storage.join(work, S.RUN_JSON), run)
+        out.write_run_json(run)
     except OSError as exc:  # storage down past its retries; committed shards are kept
         return AnnotateResult(
             work,
@@ -145,5 +146,5 @@ def annotate(cfg: AnnotateConfig, sched: Scheduling | None = None) -> AnnotateRe
         n = len(result.shards_failed)
         return AnnotateResult(work, 1, run, f"{n} shards failed; rerun the same command")
     if work != cfg.output_uri:
-        commit.promote_next(cfg.output_uri)  # the old output is replaced only now
+        OutputFolder(cfg.output_uri).promote_next()  # the old output is replaced only now
     return AnnotateResult(cfg.output_uri, 0, run)

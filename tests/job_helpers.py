@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import storage
+from pipeline.storage import files as storage
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -120,7 +120,7 @@ def _dag_run_state(home: AirflowHome, date: str) -> str:
 
 
 def _job_ids(head: RayHead) -> set[str]:
-    from pipeline import submit
+    from pipeline.orchestrate import submit
 
     client = submit.job_client(head.dashboard_url, token=head.token)
     return {j.submission_id for j in client.list_jobs() if j.submission_id}
@@ -131,8 +131,10 @@ def _job_ids(head: RayHead) -> set[str]:
 def test_dag_runs_the_annotate_job(
     airflow_home: AirflowHome, head: RayHead, tmp_path: Path
 ) -> None:
-    from pipeline import defaults, sample_corpus, storage
     from pipeline import schemas as S
+    from pipeline.sample import corpus as sample_corpus
+    from pipeline.sample import defaults
+    from pipeline.storage import files as storage
 
     corpus = sample_corpus.write_sample_corpus(
         str(tmp_path / "c"), n_shards=2, n_notes=4, n_abstracts=2
@@ -169,7 +171,7 @@ def test_dag_runs_the_annotate_job(
 def test_failing_job_fails_the_dag_run_after_a_fresh_retry(
     airflow_home: AirflowHome, head: RayHead, tmp_path: Path
 ) -> None:
-    from pipeline import submit
+    from pipeline.orchestrate import submit
 
     before = _job_ids(head)
     conf = {
@@ -197,7 +199,7 @@ def test_failing_job_fails_the_dag_run_after_a_fresh_retry(
 def test_killing_the_task_stops_the_ray_job(
     airflow_home: AirflowHome, head: RayHead, tmp_path: Path
 ) -> None:
-    from pipeline import submit
+    from pipeline.orchestrate import submit
 
     # A stand-in for jobs.annotate that only sleeps: the working dir shadows the real one.
     stub = tmp_path / "stub"

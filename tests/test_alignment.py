@@ -12,18 +12,18 @@ import pytest
 from family_models import roberta_tokenizer
 from tiny_models import CHEM_B, CHEM_I, DISEASE_B, DISEASE_I, PLAIN, write_tokenizer
 
-from pipeline import defaults
 from pipeline import schemas as S
-from pipeline.alignment import (
+from pipeline.core.windows import WindowPlan, window_starts
+from pipeline.sample import defaults
+from pipeline.stages.tokenize import column_arrays
+from pipeline.training.alignment import (
     IGNORE,
     align_spans,
     bio_labels,
     labels_to_spans,
     window_labels,
 )
-from pipeline.stages.tokenize import column_arrays
-from pipeline.training import ROLE, tokenize_docs
-from pipeline.windows import WindowPlan, window_starts
+from pipeline.training.finetune import ROLE, tokenize_docs
 
 LABELS = bio_labels(["Disease", "Chemical"])
 LABEL2ID = {v: k for k, v in enumerate(LABELS)}
@@ -259,7 +259,7 @@ def test_unalignable_and_mismatched_spans_are_counted(tokenizers: dict[str, str]
 
 
 def test_tokenize_docs_matches_the_tokenizer_offsets(tokenizers: dict[str, str]) -> None:
-    from pipeline.models import load_tokenizer
+    from pipeline.models.loading import load_tokenizer
 
     text = "Heparin  sodium\nfor sepsis"
     enc = load_tokenizer(Path(tokenizers["cased"]))(

@@ -146,7 +146,7 @@ def test_whole_input_problems_fail_fast_with_the_shard_and_column(corpus, tmp_pa
 def test_job_reads_and_writes_s3(corpus, s3_env):
     """Input shards and output tables on a real S3 server (SeaweedFS), reached only
     through AWS_ENDPOINT_URL and the standard credential variables."""
-    from pipeline import storage
+    from pipeline.storage import files as storage
 
     for k, (ids, texts) in enumerate(corpus["shards"][:2]):
         table = pa.table({"doc_id": ids, "text": texts})

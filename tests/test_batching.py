@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.batching import pack_by_token_budget, padded_length, padding_fraction
+from pipeline.core.batching import pack_by_token_budget, padded_length, padding_fraction
 
 
 @pytest.mark.parametrize("multiple", [1, 8])

@@ -15,9 +15,9 @@ import tiny_models as tm
 from test_stages import sentence
 
 from jobs import bench
-from pipeline import benchmark as B
-from pipeline.bench_contenders import _padded_in_order
-from pipeline.bench_report import update_markdown
+from pipeline.bench import harness as B
+from pipeline.bench.contenders import _padded_in_order
+from pipeline.bench.report import update_markdown
 
 MAX_LENGTH, STRIDE = 32, 8
 
@@ -140,7 +140,7 @@ def test_ray_row_agrees_with_in_process(setup, tmp_path):
 
 @pytest.mark.slow
 def test_scale_run_reports_memory_and_time_split(tmp_path):
-    from pipeline.bench_ray import scale_runs, synthetic_documents
+    from pipeline.bench.ray_rows import scale_runs, synthetic_documents
 
     tokenizer = tm.write_tokenizer(tmp_path / "tok")
     del tokenizer
@@ -156,7 +156,7 @@ def test_scale_run_reports_memory_and_time_split(tmp_path):
 
 
 def test_scale_results_render_into_markdown(tmp_path):
-    from pipeline.bench_suite import machine_info
+    from pipeline.bench.suite import machine_info
 
     result = {
         "machine": machine_info(),
@@ -196,7 +196,7 @@ def test_scale_results_render_into_markdown(tmp_path):
 
 
 def test_process_roles_from_command_lines():
-    from pipeline.bench_ray import _role
+    from pipeline.bench.ray_rows import _role
 
     assert _role(["ray::MapWorker(MapBatches(NerStage))"]) == "ray::MapWorker(MapBatches(NerStage))"
     assert _role(["/venv/lib/ray/core/src/ray/raylet/raylet", "--node_id=x"]) == "raylet"

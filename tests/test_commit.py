@@ -10,18 +10,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import commit, plan, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig
+from pipeline.execution import plan
+from pipeline.storage import files as storage
+from pipeline.storage import output
+from pipeline.storage.output import OutputFolder
+from pipeline.storage.shards import StagedParts, shard_key
+from pipeline.types import InputError, RunPlan, Shard
 
 
 def test_shard_keys_derive_from_the_path_under_the_input():
-    assert commit.shard_key("s3://b/in/2024/p-1.parquet", "s3://b/in/") == "2024__p-1"
-    assert commit.shard_key("file:///data/in/x.parquet", "/data/in") == "x"
-    assert commit.shard_key("/data/one.parquet", "/data/one.parquet") == "one"
-    long = commit.shard_key("/in/" + "a" * 300 + ".parquet", "/in")
-    assert len(long) <= 120 and long != commit.shard_key("/in/" + "a" * 299 + ".parquet", "/in")
-    assert commit.shard_key("/in/train_docs.v2.parquet", "/in") == "train_docs.v2"
+    assert shard_key("s3://b/in/2024/p-1.parquet", "s3://b/in/") == "2024__p-1"
+    assert shard_key("file:///data/in/x.parquet", "/data/in") == "x"
+    assert shard_key("/data/one.parquet", "/data/one.parquet") == "one"
+    long = shard_key("/in/" + "a" * 300 + ".parquet", "/in")
+    assert len(long) <= 120 and long != shard_key("/in/" + "a" * 299 + ".parquet", "/in")
+    assert shard_key("/in/train_docs.v2.parquet", "/in") == "train_docs.v2"
 
 
 def test_shard_keys_are_unique_visible_and_safe_for_any_names():
@@ -34,7 +39,7 @@ def test_shard_keys_are_unique_visible_and_safe_for_any_names():
     names = {"数据", "文档", "a b", "a__b", "a/b", "x_", "x", "é.v2", "(.old)", ".v2", "a_/b"}
     names |= {"".join(rng.choices(alphabet, k=rng.randint(1, 8))) for _ in range(3000)}
     names = {n for n in names if n.strip("/") == n and "//" not in n}  # real file paths
-    keys = {n: commit.shard_key(f"/in/{n}.parquet", "/in") for n in names}
+    keys = {n: shard_key(f"/in/{n}.parquet", "/in") for n in names}
     assert len(set(keys.values())) == len(keys)
     for name, key in keys.items():
         assert re.fullmatch(r"[A-Za-z0-9._=-]+", key) and len(key) <= 120, (name, key)
@@ -77,19 +82,19 @@ def test_publish_merges_parts_in_row_order_and_is_idempotent(tmp_path):
     parts = [_part(0, 2), _part(10, 2)]
     for p in parts:  # batches without entities still stage an (empty) entities part
         _stage_no_entities(out, "k", p)
-    record = commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"}, parts)
+    record = OutputFolder(out).publish("k", "/in/k.parquet", schemas, {"fingerprint": "f"}, parts)
     table = pq.read_table(tmp_path / "out" / "documents" / "k.parquet")
     assert table.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
     assert record["rows"] == {"documents": 4, "entities": 0}
     assert record["statuses"] == {"ok": 4}
-    assert commit.committed_keys(out) == {"k"}
+    assert OutputFolder(out).committed_keys() == {"k"}
     assert not (tmp_path / "out" / "_staging" / "k").exists()
     # an empty entities file is still written, so readers always find the schema
     assert pq.read_table(tmp_path / "out" / "entities" / "k.parquet").num_rows == 0
     # publishing the same shard again (a retried commit) overwrites, never duplicates
     _stage(out, "k", 0, ["a", "b", "c", "d"])
     _stage_no_entities(out, "k", _part(0, 4))
-    commit.publish_shard(out, "k", "/in/k.parquet", schemas, {"fingerprint": "f"}, [_part(0, 4)])
+    OutputFolder(out).publish("k", "/in/k.parquet", schemas, {"fingerprint": "f"}, [_part(0, 4)])
     assert storage.read_parquet_table(storage.join(out, "documents")).num_rows == 4
 
 
@@ -101,8 +106,8 @@ def test_parts_a_dead_run_cut_at_other_rows_are_not_published(tmp_path):
     _stage(out, "k", 0, ["a", "b", "c"])  # the dead run's part
     _stage(out, "k", 0, ["a", "b"])
     _stage(out, "k", 2, ["c", "d"])
-    record = commit.publish_shard(
-        out, "k", "/in/k.parquet", schemas, {}, [_part(0, 2), _part(2, 2)]
+    record = OutputFolder(out).publish(
+        "k", "/in/k.parquet", schemas, {}, [_part(0, 2), _part(2, 2)]
     )
     table = pq.read_table(tmp_path / "out" / "documents" / "k.parquet")
     assert table.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
@@ -119,9 +124,9 @@ def test_a_retried_publish_of_this_run_keeps_the_committed_rows(tmp_path):
     _stage(out, "k", 0, ["a", "b"])
     _stage(out, "k", 2, ["c", "d"])
     parts, meta = [_part(0, 2), _part(2, 2)], {"fingerprint": "f", "run": "r1"}
-    first = commit.publish_shard(out, "k", "/in/k.parquet", schemas, meta, parts)
+    first = OutputFolder(out).publish("k", "/in/k.parquet", schemas, meta, parts)
     _stage(out, "k", 2, ["c", "d"])  # staging only partly removed by the first attempt
-    again = commit.publish_shard(out, "k", "/in/k.parquet", schemas, meta, parts)
+    again = OutputFolder(out).publish("k", "/in/k.parquet", schemas, meta, parts)
     assert again == first and first["rows"] == {"documents": 4}
     docs = storage.read_parquet_table(storage.join(out, "documents"))
     assert docs.column("doc_id").to_pylist() == ["a", "b", "c", "d"]
@@ -133,14 +138,18 @@ def test_a_shard_with_a_staged_part_missing_is_not_committed(tmp_path):
     schemas = {S.DOCUMENTS_DIR: S.document_schema(None)}
     _stage(out, "k", 0, ["a", "b"])
     with pytest.raises(RuntimeError, match="1 of 2 staged documents parts are missing"):
-        commit.publish_shard(out, "k", "/in/k.parquet", schemas, {}, [_part(0, 2), _part(2, 2)])
-    assert commit.committed_keys(out) == set()
+        OutputFolder(out).publish("k", "/in/k.parquet", schemas, {}, [_part(0, 2), _part(2, 2)])
+    assert OutputFolder(out).committed_keys() == set()
     assert not (tmp_path / "out" / "documents").exists()
     assert (tmp_path / "out" / "_staging" / "k").exists()  # kept for a look; a rerun redoes it
 
 
 def _cfg(tmp_path, mode="resume"):
     return AnnotateConfig(input_uri="/in", output_uri=str(tmp_path / "out"), mode=mode)
+
+
+def _work_output(cfg: AnnotateConfig, fingerprint: str) -> str:
+    return OutputFolder.for_run(cfg.output_uri, cfg.mode, fingerprint).uri
 
 
 def _fake_output(root, fp, marker):
@@ -154,15 +163,15 @@ def _fake_output(root, fp, marker):
 
 def test_resume_into_another_configuration_is_refused(tmp_path):
     _fake_output(str(tmp_path / "out"), "old", "old")
-    with pytest.raises(plan.InputError, match="another configuration"):
-        plan.work_output(_cfg(tmp_path), "new")
-    assert plan.work_output(_cfg(tmp_path), "old") == str(tmp_path / "out")
+    with pytest.raises(InputError, match="another configuration"):
+        _work_output(_cfg(tmp_path), "new")
+    assert _work_output(_cfg(tmp_path), "old") == str(tmp_path / "out")
 
 
 def test_overwrite_keeps_the_old_output_until_the_new_one_is_promoted(tmp_path):
     out = str(tmp_path / "out")
     _fake_output(out, "old", "old")
-    work = plan.work_output(_cfg(tmp_path, "overwrite"), "new")
+    work = _work_output(_cfg(tmp_path, "overwrite"), "new")
     assert work == storage.join(out, "_next")
     _fake_output(work, "new", "new")
     # not promoted yet: readers still see the old, complete output
@@ -170,7 +179,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_promoted(tmp_path):
     assert storage.read_parquet_table(storage.join(out, "documents")).column("x").to_pylist() == [
         "old"
     ]
-    commit.promote_next(out)
+    OutputFolder(out).promote_next()
     assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
     assert storage.read_json(storage.join(out, "_manifest.json"))["fingerprint"] == "new"
     assert storage.read_parquet_table(storage.join(out, "documents")).column("x").to_pylist() == [
@@ -184,12 +193,12 @@ def test_a_promotion_an_older_version_cut_short_is_finished_by_the_next_run(tmp_
     _fake_output(out, "old", "old")
     nxt = storage.join(out, "_next")
     _fake_output(nxt, "new", "new")
-    storage.write_json(storage.join(nxt, commit.PROMOTING), {})
+    storage.write_json(storage.join(nxt, output.PROMOTING), {})
     # crash after the old documents were replaced but before run.json moved
     storage.remove(storage.join(out, "documents"), recursive=True)
     storage.move(storage.join(nxt, "documents"), storage.join(out, "documents"))
     # the next run (any mode) finishes the swap before deciding where to write
-    assert plan.work_output(_cfg(tmp_path), "new") == out
+    assert _work_output(_cfg(tmp_path), "new") == out
     assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
     assert not storage.exists(nxt)
 
@@ -219,7 +228,7 @@ def _assert_only_new(out, folders_too=True):
     for t in ("documents", "entities"):
         x = storage.read_parquet_table(storage.join(out, t)).column("x").to_pylist()
         assert sorted(x) == ["new-k1", "new-k2"], (t, x)
-    assert commit.committed_keys(out) == {"k1", "k2"}
+    assert OutputFolder(out).committed_keys() == {"k1", "k2"}
     for item in ("embeddings", "_failures", "_next"):
         assert not storage.list_files(storage.join(out, item)), item
         assert not folders_too or not storage.exists(storage.join(out, item)), item
@@ -230,7 +239,7 @@ def _assert_only_new(out, folders_too=True):
 def test_a_promotion_leaves_nothing_of_the_old_output(tmp_path):
     out = str(tmp_path / "out")
     _old_and_new(out)
-    commit.promote_next(out)
+    OutputFolder(out).promote_next()
     _assert_only_new(out)
 
 
@@ -277,11 +286,11 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
     monkeypatch.setattr(storage, "remove", remove)
     monkeypatch.setattr(storage, "remove_files", remove_files)
     with pytest.raises(_Crash):
-        commit.promote_next(out)
+        OutputFolder(out).promote_next()
     monkeypatch.setattr(storage, "move", real_move)
     monkeypatch.setattr(storage, "remove", real_remove)
     monkeypatch.setattr(storage, "remove_files", real_remove_files)
-    assert plan.work_output(_cfg(tmp_path), "new") == out  # any mode finishes the swap
+    assert _work_output(_cfg(tmp_path), "new") == out  # any mode finishes the swap
     _assert_only_new(out)
 
 
@@ -290,12 +299,12 @@ def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path)
     _fake_output(out, "old", "old")
     _fake_output(storage.join(out, "_next"), "abandoned", "x")
     cfg = dataclasses.replace(_cfg(tmp_path), mode="overwrite")
-    work = plan.work_output(cfg, "new")
+    work = _work_output(cfg, "new")
     assert not storage.exists(storage.join(work, "run.json"))
 
 
 def test_staged_parts_complete_each_shard_once_and_forget_it():
-    staged = commit.StagedParts({"s1": 5, "s2": 3})
+    staged = StagedParts({"s1": 5, "s2": 3})
     assert staged.add("s1", "p0", 2) == (True, None)
     assert staged.add("s2", "q0", 3) == (True, ["q0"])  # interleaved; one part is all of s2
     assert staged.add("s1", "p0", 2) == (False, None)  # a batch Ray ran again: counted once
@@ -309,7 +318,7 @@ def test_staged_parts_complete_each_shard_once_and_forget_it():
 
 def test_staged_parts_hold_only_the_shards_in_flight():
     n_shards, parts_per_shard = 300, 40
-    staged = commit.StagedParts({f"s{k}": parts_per_shard for k in range(n_shards)})
+    staged = StagedParts({f"s{k}": parts_per_shard for k in range(n_shards)})
     done, most = 0, 0
     # two shards in flight at a time, their parts interleaved, one document a part
     for k in range(0, n_shards, 2):
@@ -323,7 +332,7 @@ def test_staged_parts_hold_only_the_shards_in_flight():
     assert most <= 2 * parts_per_shard and staged.in_flight() == 0
 
 
-def _plan_over(tmp_path, shards: dict[str, list[str]]) -> plan.RunPlan:
+def _plan_over(tmp_path, shards: dict[str, list[str]]) -> RunPlan:
     """A plan over real Parquet shards (no models: only the shards matter here)."""
     inp = tmp_path / "in"
     inp.mkdir(exist_ok=True)
@@ -331,20 +340,22 @@ def _plan_over(tmp_path, shards: dict[str, list[str]]) -> plan.RunPlan:
         pq.write_table(pa.table({"doc_id": ids, "text": ids}), inp / f"{name}.parquet")
     versions = storage.parquet_shard_versions(str(inp))
     found = [
-        plan.Shard(
+        Shard(
             u,
-            commit.shard_key(u, str(inp)),
+            shard_key(u, str(inp)),
             pq.read_metadata(u.removeprefix("file://")).num_rows,
             v,
         )
         for u, v in sorted(versions.items())
     ]
-    return plan.RunPlan({}, {}, found, list(found), [])
+    return RunPlan({}, {}, found, list(found), [])
 
 
-def _commit(out: str, s: plan.Shard) -> None:
+def _commit(out: str, s: Shard) -> None:
     record = {"shard": s.uri, "key": s.key, "rows": {"documents": s.n_rows}}
-    storage.write_json(commit.commit_path(out, s.key), record | {"input_version": s.version})
+    storage.write_json(
+        OutputFolder(out).commit_record(s.key), record | {"input_version": s.version}
+    )
 
 
 def test_a_shard_written_again_since_its_commit_is_done_again(tmp_path):
@@ -354,7 +365,7 @@ def test_a_shard_written_again_since_its_commit_is_done_again(tmp_path):
     rp = _plan_over(tmp_path, {"a": ["1", "2"], "b": ["3"], "c": ["4"]})
     for s in rp.shards:
         _commit(out, s)
-    plan.skip_committed(rp, out)
+    plan.skip_committed(rp, OutputFolder(out))
     assert [s.key for s in rp.skipped] == ["a", "b", "c"] and rp.todo == []
     assert rp.committed["a"]["rows"] == {"documents": 2}  # the report reuses the records
     # b: one row more; c: rewritten with the same size (another id of the same length),
@@ -368,7 +379,7 @@ def test_a_shard_written_again_since_its_commit_is_done_again(tmp_path):
     os.utime(c, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # clocks are coarse
     assert c.stat().st_size == before.st_size
     rp = _plan_over(tmp_path, {})
-    plan.skip_committed(rp, out)
+    plan.skip_committed(rp, OutputFolder(out))
     assert [s.key for s in rp.skipped] == ["a"]
     assert [s.key for s in rp.todo] == ["b", "c"]
 
@@ -376,10 +387,10 @@ def test_a_shard_written_again_since_its_commit_is_done_again(tmp_path):
 def test_failure_records_of_earlier_runs_are_forgotten_for_the_shards_redone(tmp_path):
     out = str(tmp_path / "out")
     for key in ("a", "b", "c"):
-        plan.record_failure(out, key, f"/in/{key}.parquet", OSError("gone"))
-    plan.forget_failures(out, {"a", "c", "zz"})
-    assert plan.read_failure(out, "a") is None and plan.read_failure(out, "c") is None
-    assert plan.read_failure(out, "b") == "OSError: gone"
+        OutputFolder(out).record_failure(key, f"/in/{key}.parquet", OSError("gone"))
+    OutputFolder(out).forget_failures({"a", "c", "zz"})
+    assert OutputFolder(out).failure("a") is None and OutputFolder(out).failure("c") is None
+    assert OutputFolder(out).failure("b") == "OSError: gone"
 
 
 def test_json_files_are_read_together_in_order(tmp_path):
@@ -393,8 +404,8 @@ def test_json_files_are_read_together_in_order(tmp_path):
 def test_rows_of_shards_gone_from_the_input_are_still_counted(tmp_path):
     """The tables keep what earlier runs committed from a shard since removed or renamed;
     run.json's row counts are the tables' and say which shards those rows came from."""
-    from pipeline.graph import RunResult
-    from pipeline.report import table_counts
+    from pipeline.execution.report import table_counts
+    from pipeline.types import RunResult
 
     out = str(tmp_path / "out")
     rp = _plan_over(tmp_path, {"a": ["1", "2"], "b": ["3"]})
@@ -402,6 +413,6 @@ def test_rows_of_shards_gone_from_the_input_are_still_counted(tmp_path):
         _commit(out, s)
     (tmp_path / "in" / "a.parquet").unlink()
     rp = _plan_over(tmp_path, {})
-    plan.skip_committed(rp, out)
+    plan.skip_committed(rp, OutputFolder(out))
     assert [s.key for s in rp.skipped] == ["b"] and list(rp.earlier) == ["a"]
     assert table_counts(rp, RunResult())[0] == {"documents": 3}

@@ -11,7 +11,7 @@ import pytest
 from job_helpers import read_run, read_table, run_job
 
 from pipeline import schemas as S
-from pipeline.demo_model import CORPUS_DIR, DEMO_DIR, MARKER
+from pipeline.sample.demo_model import CORPUS_DIR, DEMO_DIR, MARKER
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from test_stages import docs, model_dirs, run_ner, sentence  # noqa: F401  (fixture)
 
+from pipeline.core.windows import WindowPlan
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.encoder import resolve_dtype
 from pipeline.stages.ner import NerStage
 from pipeline.stages.tokenize import Tokenize
-from pipeline.windows import WindowPlan
 
 
 def test_auto_dtype_is_fp32_on_cpu_and_bf16_on_gpu():

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.evaluation import Counts, EvalReport, score_spans
+from pipeline.evaluation.scoring import Counts, EvalReport, score_spans
 from pipeline.schemas import document_schema, entity_schema
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,10 +29,10 @@ from family_models import (
 from job_helpers import read_run, read_table, run_job
 from test_stages import docs, embed, run_ner
 
-from pipeline import models
 from pipeline import schemas as S
 from pipeline.config import ModelSpec
-from pipeline.plan import resolve_model
+from pipeline.execution.plan import resolve_model
+from pipeline.models import loading as models
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.encoder import Encoder
 from pipeline.stages.ner import NerStage

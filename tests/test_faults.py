@@ -28,7 +28,7 @@ from job_helpers import run_job as run_job_once
 from ray_cluster import RayNode, kill_session, session_pids, start_cluster
 from test_stages import sentence
 
-from pipeline import storage
+from pipeline.storage import files as storage
 
 pytestmark = pytest.mark.slow
 

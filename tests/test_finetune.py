@@ -17,9 +17,9 @@ from safetensors.numpy import load_file
 from tiny_models import CHEM_B, DISEASE_B, DISEASE_I, PLAIN, write_random_ner
 
 from pipeline import schemas as S
-from pipeline import storage
-from pipeline.evaluation import score_spans
-from pipeline.training import epoch_batches, random_crops
+from pipeline.evaluation.scoring import score_spans
+from pipeline.storage import files as storage
+from pipeline.training.finetune import epoch_batches, random_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 16  # tokens per window: most documents span several windows
@@ -215,7 +215,7 @@ def test_same_seed_gives_identical_weights(setup: dict, trained: Path) -> None:
 
 
 def test_demo_model_is_reused_once_complete(tmp_path: Path) -> None:
-    from pipeline.demo_model import DEMO_DIR, MARKER, ensure_demo_ner_model
+    from pipeline.sample.demo_model import DEMO_DIR, MARKER, ensure_demo_ner_model
 
     (tmp_path / DEMO_DIR).mkdir()
     (tmp_path / DEMO_DIR / MARKER).write_text("{}")

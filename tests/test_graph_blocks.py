@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import ray
 
-from pipeline import graph, sizing
-from pipeline.plan import Shard, shard_groups
+from pipeline.execution import graph, sizing
+from pipeline.execution.plan import shard_groups
+from pipeline.types import Shard
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +110,8 @@ def test_each_model_gets_the_budget_of_its_own_width(tmp_path) -> None:
     from types import SimpleNamespace
 
     from pipeline.config import Scheduling
-    from pipeline.models import ModelInfo
-    from pipeline.plan import RunPlan
+    from pipeline.models.loading import ModelInfo
+    from pipeline.types import RunPlan
 
     infos = {}
     for role, width in (("ner", 768), ("embed", 4096)):
@@ -131,8 +132,8 @@ def test_a_rerun_cuts_the_batches_of_the_first_run() -> None:
     """The size counts committed shards too: a resumed run must not batch (and so round)
     the shards it redoes differently from an uninterrupted run."""
     from pipeline.config import Scheduling
-    from pipeline.models import ModelInfo
-    from pipeline.plan import RunPlan
+    from pipeline.models.loading import ModelInfo
+    from pipeline.types import RunPlan
 
     infos = {r: ModelInfo("m", f"/m/{r}", "bert", 512, "w", None, dim=8) for r in ("ner", "embed")}
     shards = [Shard(f"in/{k}.parquet", k, 30) for k in "abcd"]
@@ -164,8 +165,8 @@ def _operators(ds: ray.data.Dataset) -> list[str]:
 @pytest.mark.parametrize("digests,n_stages", [(("t", "t"), 1), (("t", "u"), 2)])
 def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) -> None:
     from pipeline.config import AnnotateConfig, ModelSpec, Scheduling
-    from pipeline.models import ModelInfo, TokenizerDef
-    from pipeline.plan import RunPlan
+    from pipeline.models.loading import ModelInfo, TokenizerDef
+    from pipeline.types import RunPlan
 
     roles = ("ner", "embed")
     infos = {r: ModelInfo("m", f"/models/{r}", "bert", 512, "w", None, dim=8) for r in roles}
@@ -182,11 +183,11 @@ def test_models_sharing_a_tokenizer_tokenize_once(local_ray, digests, n_stages) 
 
 def test_only_the_model_actors_import_torch() -> None:
     """The graph's module (which read tasks load for their function), the writer's, the
-    commit's and the stage classes the driver hands Ray import no torch: on a 2-core
+    output folder's and the stage classes the driver hands Ray import no torch: on a 2-core
     machine each torch import is seconds of CPU taken from the models."""
     code = (
         "import sys\n"
-        "import pipeline.graph, pipeline.commit, pipeline.stages.write\n"
+        "import pipeline.execution.graph, pipeline.storage.output, pipeline.stages.write\n"
         "from pipeline.stages.ner import NerStage\n"
         "from pipeline.stages.embed import EmbedStage\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)"

@@ -13,7 +13,8 @@ import ray
 import tiny_models as tm
 from test_stages import sentence
 
-from pipeline import AnnotateConfig, InputError, ModelSpec, Scheduling, annotate, storage
+from pipeline import AnnotateConfig, InputError, ModelSpec, Scheduling, annotate
+from pipeline.storage import files as storage
 
 pytestmark = pytest.mark.slow
 

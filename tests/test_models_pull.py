@@ -14,10 +14,11 @@ import tiny_models as tm
 from family_models import write_sentence_transformers
 from job_helpers import ROOT
 
-from pipeline import models, storage
 from pipeline.config import ModelSpec
-from pipeline.model_pull import PullRefused, pull_model
-from pipeline.plan import resolve_model
+from pipeline.execution.plan import resolve_model
+from pipeline.models import loading as models
+from pipeline.models.pull import PullRefused, pull_model
+from pipeline.storage import files as storage
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -12,7 +12,8 @@ import pytest
 import tiny_models as tm
 
 from pipeline.config import AnnotateConfig, ModelSpec
-from pipeline.plan import InputError, make_plan
+from pipeline.execution.plan import make_plan
+from pipeline.types import InputError
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +130,8 @@ def test_an_unreadable_label_set_is_refused_before_any_work(tmp_path):
 def test_auto_precision_follows_the_hardware_and_a_resume_keeps_one():
     """``--dtype auto`` started on GPUs (bf16) and resumed on CPUs (fp32) would mix the
     two in one output: refused, naming the flag that keeps one precision."""
-    from pipeline.plan import RunPlan
-    from pipeline.sizing import check_precision, resolved_dtype
+    from pipeline.execution.sizing import check_precision, resolved_dtype
+    from pipeline.types import RunPlan
 
     assert resolved_dtype("auto", {"CPU": 16.0, "GPU": 2.0}) == "bfloat16"
     assert resolved_dtype("auto", {"CPU": 16.0}) == "float32"

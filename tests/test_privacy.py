@@ -21,7 +21,7 @@ from test_bad_input import unchecked_strings, wtf8
 from test_faults import run_in_session, tail
 from transformers import BertModel
 
-from pipeline import storage
+from pipeline.storage import files as storage
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def test_credentials_in_uris_are_redacted_in_values_keys_and_lists():
     shards (URIs as keys); fsspec accepts ``s3://key:secret@bucket`` in any of them."""
     import json
 
-    from pipeline.report import redact_uri, redacted
+    from pipeline.execution.report import redact_uri, redacted
 
     run = {
         "config": {"input_uri": "s3://AKIAUSER:s3cretKEY@bucket/in", "output_uri": "/out"},

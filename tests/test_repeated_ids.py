@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.repeated_ids import id_hashes, repeated_doc_ids
+from pipeline.core.repeated_ids import id_hashes, repeated_doc_ids
+from pipeline.storage import files as storage
 
 
 def _rows(table: pa.Table) -> list[tuple[str, str, int]]:

@@ -10,8 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from pipeline import storage
-from pipeline.sample_corpus import (
+from pipeline.sample.corpus import (
     CHEMICALS,
     DISEASES,
     DOC_SCHEMA,
@@ -19,6 +18,7 @@ from pipeline.sample_corpus import (
     generate_corpus,
     write_sample_corpus,
 )
+from pipeline.storage import files as storage
 
 LABELS = {"Disease", "Chemical"}
 

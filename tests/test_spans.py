@@ -7,7 +7,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from pipeline.spans import (
+from pipeline.core.spans import (
     WHITESPACE,
     LabelScheme,
     aggregate_words,

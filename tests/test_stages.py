@@ -175,8 +175,8 @@ def test_minilm_matches_sentence_transformers():
     """The real all-MiniLM-L6-v2 weights: our vectors equal sentence-transformers' own
     for texts that fit one window (its pooling and normalisation are read from the folder)."""
     st = pytest.importorskip("sentence_transformers")
-    from pipeline.defaults import default_embed_model
-    from pipeline.models import default_pooling
+    from pipeline.models.loading import default_pooling
+    from pipeline.sample.defaults import default_embed_model
 
     path = default_embed_model()
     texts = [

@@ -1,4 +1,4 @@
-"""pipeline.storage against a real S3 server (SeaweedFS), reached only through the
+"""pipeline.storage.files against a real S3 server (SeaweedFS), reached only through the
 standard AWS environment that the ``s3_env`` fixture sets."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from s3_server import SeaweedS3
 
-from pipeline import schemas, storage
+from pipeline import schemas
+from pipeline.storage import files as storage
 
 
 def _entities(n: int, first: int = 0) -> pa.Table:
@@ -128,10 +129,10 @@ def test_an_overwrite_is_promoted_on_s3_with_nothing_old_left(s3_env: str) -> No
     copy-and-delete moves, single files (run.json) listed like folders."""
     from test_commit import _assert_only_new, _old_and_new
 
-    from pipeline import commit
+    from pipeline.storage.output import OutputFolder
 
     _old_and_new(s3_env)
-    commit.promote_next(s3_env)
+    OutputFolder(s3_env).promote_next()
     _assert_only_new(s3_env, folders_too=False)
 
 

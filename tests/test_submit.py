@@ -1,4 +1,4 @@
-"""pipeline.submit against a real local Ray head, and the ``ray job submit`` CLI beside it."""
+"""pipeline.orchestrate.submit against a real local Ray head, and `ray job submit` beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import requests
 from ray_head import RAY_BIN, RayHead, start_ray_head
 
-from pipeline import submit
+from pipeline.orchestrate import submit
 
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATE = REPO / "jobs" / "annotate.py"
@@ -192,8 +192,10 @@ class TestDisabledAuthHead:
 
     @pytest.mark.skipif(not ANNOTATE.exists(), reason="jobs/annotate.py not written yet")
     def test_annotate_job_through_ray_job_submit(self, head: RayHead, tmp_path: Path) -> None:
-        from pipeline import defaults, sample_corpus, storage
         from pipeline import schemas as S
+        from pipeline.sample import corpus as sample_corpus
+        from pipeline.sample import defaults
+        from pipeline.storage import files as storage
 
         corpus = sample_corpus.write_sample_corpus(
             str(tmp_path / "corpus"), n_shards=2, n_notes=4, n_abstracts=2

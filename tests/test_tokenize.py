@@ -13,9 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline import defaults, models
 from pipeline import schemas as S
-from pipeline.plan import tokenizer_groups
+from pipeline.execution.plan import tokenizer_groups
+from pipeline.models import loading as models
+from pipeline.sample import defaults
 from pipeline.stages.tokenize import Tokenize, column_arrays
 
 KINDS = {
@@ -147,7 +148,8 @@ def test_a_model_without_a_tokenizer_stops_the_plan_before_any_work(tmp_path) ->
     import tiny_models as tm
 
     from pipeline.config import AnnotateConfig, ModelSpec
-    from pipeline.plan import InputError, make_plan
+    from pipeline.execution.plan import make_plan
+    from pipeline.types import InputError
 
     model = tm.write_random_encoder(tmp_path / "encoder")
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.windows import WindowPlan, effective_stride, window_char_spans, window_starts
+from pipeline.core.windows import WindowPlan, effective_stride, window_char_spans, window_starts
 
 
 @pytest.mark.parametrize("window,stride", [(10, 3), (10, 5), (10, 0), (7, 6), (1, 0), (510, 128)])

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import defaults
 from pipeline import schemas as S
-from pipeline.benchmark import BenchSettings, build_ner_model, job_batch_tokens, load_documents
+from pipeline.bench.harness import BenchSettings, build_ner_model, job_batch_tokens, load_documents
+from pipeline.core.windows import WindowPlan
+from pipeline.sample import defaults
 from pipeline.stages.encoder import Encoder
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays
-from pipeline.windows import WindowPlan
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schemas as S
-from pipeline import spans as spans_module
-from pipeline.spans import LabelScheme, decode_spans
+from pipeline.core import spans as spans_module
+from pipeline.core.spans import LabelScheme, decode_spans
 from pipeline.stages import ner
 from pipeline.stages.tokenize import Tokenize, column_arrays
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import benchmark as B
 from pipeline import schemas as S
+from pipeline.bench import harness as B
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns

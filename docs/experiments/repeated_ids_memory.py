@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.repeated_ids import repeated_doc_ids
+from pipeline.core.repeated_ids import repeated_doc_ids
+from pipeline.storage import files as storage
 
 PER_FILE = 20_000
 

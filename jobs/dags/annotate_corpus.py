@@ -13,7 +13,7 @@ The output of a run defaults to ``<output_root>/<logical date>``, so rerunning a
 resumes the same output (the job skips shards already committed).
 
 A retry of a task attaches to the Ray job the earlier try submitted (see
-``pipeline.submit``). Killing the task (mark failed, timeout, worker shutdown) stops the
+``pipeline.orchestrate.submit``). Killing the task (mark failed, timeout, worker shutdown) stops the
 Ray job through ``on_kill``, which only operators have, hence the small operator below.
 
 Importing this file loads neither Ray nor torch: the DAG processor parses it often.
@@ -43,7 +43,7 @@ class RayJobError(Exception):
 
 def _cluster(conn_id: str) -> tuple[str, str | None, dict[str, Any], bool | str]:
     """Address, token, runtime env and TLS verification from the Airflow connection."""
-    from pipeline.submit import dashboard_address
+    from pipeline.orchestrate.submit import dashboard_address
 
     conn = Connection.get(conn_id)
     extra = conn.extra_dejson
@@ -74,8 +74,9 @@ class RayAnnotateOperator(BaseOperator):
         self._submission_id: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from pipeline import storage, submit
+        from pipeline.orchestrate import submit
         from pipeline.schemas import RUN_JSON
+        from pipeline.storage import files as storage
 
         params = context["params"]
         input_uri = params.get("input_uri") or Variable.get("annotate_input_uri", default=None)
@@ -126,7 +127,7 @@ class RayAnnotateOperator(BaseOperator):
     def on_kill(self) -> None:
         # Called from Airflow's SIGTERM handler, and on execution_timeout, in this process.
         if self._client is not None and self._submission_id is not None:
-            from pipeline.submit import stop_job
+            from pipeline.orchestrate.submit import stop_job
 
             stop_job(self._client, self._submission_id)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
-from pipeline.pooling import document_vector, l2_normalize
+from pipeline.core.pooling import document_vector, l2_normalize
+from pipeline.core.windows import WindowPlan, window_char_spans
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import WindowPlan, window_char_spans
 
 if TYPE_CHECKING:  # the module is imported by the driver, which needs no torch
     import torch

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.batching import pack_by_token_budget
-from pipeline.families import family_of
-from pipeline.windows import WindowPlan
+from pipeline.core.batching import pack_by_token_budget
+from pipeline.core.windows import WindowPlan
+from pipeline.models.families import family_of
 
 # Passes queued on the device beyond the one whose outputs the host is reading: the GPU
 # keeps working while the host decodes.
@@ -107,7 +107,7 @@ class Encoder:
     ) -> Encoder:
         """Load the tokenizer's special tokens and the model for ``task`` ("ner" or
         "embed") from a local folder, once per actor."""
-        from pipeline import models
+        from pipeline.models import loading as models
         from pipeline.stages.tokenize import special_tokens
 
         path = Path(model_dir)

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
-from pipeline.spans import LabelScheme, Spans, decode_documents
+from pipeline.core.spans import LabelScheme, Spans, decode_documents
+from pipeline.core.windows import WindowPlan
 from pipeline.stages.tokenize import column_arrays
-from pipeline.windows import WindowPlan
 
 if TYPE_CHECKING:  # the module is imported by the driver, which needs no torch
     import torch

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schemas as S
-from pipeline import storage
+from pipeline.storage import files as storage
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import models
 from pipeline import schemas as S
+from pipeline.models import loading as models
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:

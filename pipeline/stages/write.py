@@ -1,8 +1,8 @@
 """Last stage: turn document rows into the public tables, staged per shard.
 
-Each batch's rows are written under ``_staging/<shard key>/<table>/`` with names
-derived from their row range, so a retried batch overwrites its own files; the
-driver publishes a shard once all its rows are staged (see ``pipeline.commit``).
+Each batch's rows are staged per shard and table (``OutputFolder.staged_part``) with
+names derived from their row range, so a retried batch overwrites its own files; the
+driver publishes a shard once all its rows are staged (``pipeline.storage.output``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schemas as S
-from pipeline import storage
+from pipeline.storage import files as storage
+from pipeline.storage.output import OutputFolder
 
 SUMMARY_SCHEMA = pa.schema(
     [
@@ -22,10 +23,6 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("n_tokens", pa.int64()),
     ]
 )
-
-
-def staging_dir(output_uri: str, key: str) -> str:
-    return storage.join(output_uri, "_staging", key)
 
 
 def entity_rows(batch: pa.Table) -> pa.Table:
@@ -108,9 +105,9 @@ class StageWriter:
     """Writes each shard's slice of a batch to staging; returns one summary row per slice."""
 
     def __init__(
-        self, output_uri: str, keys: dict[str, str], token_role: str | None, dim: int | None
+        self, out: OutputFolder, keys: dict[str, str], token_role: str | None, dim: int | None
     ) -> None:
-        self.output_uri = output_uri
+        self.out = out
         self.keys = keys  # shard URI → shard key
         self.token_role = token_role
         self.dim = dim
@@ -123,14 +120,14 @@ class StageWriter:
             first = int(pc.min(part.column(S.ROW)).as_py())
             last = int(pc.max(part.column(S.ROW)).as_py())
             name = f"r{first:012d}-{last:012d}.parquet"
-            base = staging_dir(self.output_uri, self.keys[shard])
             tables = {S.DOCUMENTS_DIR: document_rows(part, self.token_role, self.dim)}
             if S.ENTITIES in part.column_names:
                 tables[S.ENTITIES_DIR] = entity_rows(part)
             if S.CHUNK_EMBEDDINGS in part.column_names and self.dim:
                 tables[S.EMBEDDINGS_DIR] = embedding_rows(part, self.dim)
             for table_name, table in tables.items():
-                storage.write_parquet_table(storage.join(base, table_name, name), table)
+                path = self.out.staged_part(self.keys[shard], table_name, name)
+                storage.write_parquet_table(path, table)
             n_tokens = int(pc.sum(tables[S.DOCUMENTS_DIR].column(S.N_TOKENS)).as_py() or 0)
             rows.append(
                 {S.SHARD: shard, "part": name, "n_docs": part.num_rows, "n_tokens": n_tokens}

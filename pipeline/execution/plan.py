@@ -10,34 +10,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import posixpath
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline import commit, families, models, storage
-from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
-from pipeline.models import ModelInfo, TokenizerDef
-from pipeline.spans import LabelScheme
+from pipeline.core.spans import LabelScheme
+from pipeline.core.windows import effective_stride
+from pipeline.models import families
+from pipeline.models import loading as models
+from pipeline.models.loading import ModelInfo, TokenizerDef
 from pipeline.stages.read import is_string_type
-from pipeline.windows import effective_stride
+from pipeline.storage import files as storage
+from pipeline.storage.output import OutputFolder
+from pipeline.storage.shards import shard_key
+from pipeline.types import InputError, RunPlan, Shard
 
 log = logging.getLogger(__name__)
 
-
-class InputError(ValueError):
-    """The input as a whole cannot be processed; nothing was started."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    uri: str
-    key: str
-    n_rows: int
-    version: str = ""  # the file's size and store version when listed (storage._version)
+NO_MODEL = "no model given: pass --ner-model and/or --embed-model"
 
 
 def shard_groups(shards: list[Shard], docs_per_block: int, max_blocks: int) -> list[list[Shard]]:
@@ -59,30 +52,6 @@ def shard_groups(shards: list[Shard], docs_per_block: int, max_blocks: int) -> l
     if current:
         groups.append(current)
     return groups
-
-
-@dataclass
-class RunPlan:
-    models: dict[str, ModelInfo]
-    stride: dict[str, int]  # effective overlap per model role, tokens
-    shards: list[Shard]
-    todo: list[Shard]
-    skipped: list[Shard]
-    failed: dict[str, str] = field(default_factory=dict)
-    fingerprint: str = ""
-    tokenizers: dict[str, TokenizerDef] = field(default_factory=dict)  # per model role
-    committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # skipped: key → record
-    # Commit records of shards not (readable) in the input now: rows still in the tables.
-    earlier: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def output_schemas(self) -> dict[str, pa.Schema]:
-        dim = self.models["embed"].dim if "embed" in self.models else None
-        out = {S.DOCUMENTS_DIR: S.document_schema(dim)}
-        if "ner" in self.models:
-            out[S.ENTITIES_DIR] = S.entity_schema()
-        if dim:
-            out[S.EMBEDDINGS_DIR] = S.embedding_schema(dim)
-        return out
 
 
 def resolve_model(spec: ModelSpec, allow_pickle: bool = False) -> ModelInfo:
@@ -226,7 +195,7 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
         raise InputError(f"none of the {len(uris)} Parquet files under {cfg.input_uri} is readable")
     specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
     if not specs:
-        raise InputError("no model given: pass --ner-model and/or --embed-model")
+        raise InputError(NO_MODEL)
     infos, tokenizers = {}, {}
     for role, spec in specs.items():
         try:
@@ -249,9 +218,7 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
         stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
     fp = fingerprint(cfg, infos, stride)
     shards = [
-        Shard(u, commit.shard_key(u, cfg.input_uri), counts[u], versions[u])
-        for u in uris
-        if u in counts
+        Shard(u, shard_key(u, cfg.input_uri), counts[u], versions[u]) for u in uris if u in counts
     ]
     keys = [s.key for s in shards]
     if len(set(keys)) != len(keys):
@@ -259,12 +226,11 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     return RunPlan(infos, stride, shards, list(shards), [], failed, fp, tokenizers)
 
 
-def skip_committed(rp: RunPlan, output_uri: str) -> None:
-    """Set aside the shards ``output_uri`` has a commit record for, made from the file as
-    it is now; a shard written again since (another size or store version) is done
-    again, its files replaced."""
-    done = sorted(commit.committed_keys(output_uri))
-    records = dict(zip(done, storage.read_jsons([commit.commit_path(output_uri, k) for k in done])))
+def skip_committed(rp: RunPlan, out: OutputFolder) -> None:
+    """Set aside the shards ``out`` has a commit record for, made from the file as it is
+    now; a shard written again since (another size or store version) is done again, its
+    files replaced."""
+    records = out.commit_records()
     have = [s for s in rp.shards if s.key in records]
     rp.committed = {}
     for s in have:
@@ -287,59 +253,3 @@ def skip_committed(rp: RunPlan, output_uri: str) -> None:
         )  # fmt: skip
     rp.skipped = [s for s in rp.shards if s.key in rp.committed]
     rp.todo = [s for s in rp.shards if s.key not in rp.committed]
-
-
-def record_failure(output_uri: str, key: str, shard: str, exc: BaseException) -> None:
-    """Note why a shard could not be read (the exception type and message, never data)."""
-    storage.write_json(
-        storage.join(output_uri, "_failures", f"{key}.json"),
-        {"shard": shard, "error": f"{type(exc).__name__}: {exc}"},
-    )
-
-
-def forget_failures(output_uri: str, keys: set[str]) -> None:
-    """Remove the failure records of the shards ``keys`` (one listing, one bulk delete)."""
-    files = storage.list_files(storage.join(output_uri, "_failures"))
-    storage.remove_files([f for f in files if posixpath.basename(f).removesuffix(".json") in keys])
-
-
-def read_failure(output_uri: str, key: str) -> str | None:
-    path = storage.join(output_uri, "_failures", f"{key}.json")
-    return storage.read_json(path)["error"] if storage.exists(path) else None
-
-
-def manifest_path(output_uri: str) -> str:
-    return storage.join(output_uri, "_manifest.json")
-
-
-def work_output(cfg: AnnotateConfig, fp: str) -> str:
-    """Where this run writes: the output itself, or for an overwrite of an existing
-    output, its ``_next`` generation (promoted once complete).
-
-    An output folder belongs to one configuration: resuming into an output of another
-    configuration is refused.
-    """
-    commit.finish_promotion(cfg.output_uri)  # a swap a crashed overwrite left half-done
-    path = manifest_path(cfg.output_uri)
-    if not storage.exists(path):
-        return cfg.output_uri
-    if cfg.mode == "overwrite":
-        nxt = commit.next_generation(cfg.output_uri)
-        old_next = manifest_path(nxt)
-        if storage.exists(old_next) and storage.read_json(old_next).get("fingerprint") != fp:
-            storage.remove(nxt, recursive=True)  # an unfinished overwrite of another config
-        return nxt
-    old = storage.read_json(path).get("fingerprint")
-    if old != fp:
-        raise InputError(
-            f"output {cfg.output_uri} holds results of another configuration "
-            f"(fingerprint {old}, this run {fp}: a different model, weights, window, stride, "
-            "pooling or columns); use a new --output, or --mode overwrite to replace it"
-        )
-    return cfg.output_uri
-
-
-def claim_output(output_uri: str, fp: str, models_desc: dict[str, Any]) -> None:
-    """Record which configuration the output folder belongs to."""
-    if not storage.exists(manifest_path(output_uri)):
-        storage.write_json(manifest_path(output_uri), {"fingerprint": fp, "models": models_desc})

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline import models
 from pipeline.config import (
     CPU_BATCH_TOKENS,
     CPU_DOCS_PER_BATCH,
@@ -18,7 +17,8 @@ from pipeline.config import (
     AnnotateConfig,
     Scheduling,
 )
-from pipeline.plan import InputError, RunPlan
+from pipeline.models import loading as models
+from pipeline.types import InputError, RunPlan
 
 # Logical CPUs reserved by the light stages (reader, tokenizers, writer) on CPU-only runs.
 LIGHT_CPUS = 0.25

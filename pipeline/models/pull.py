@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import models, storage
-from pipeline.models import PROVENANCE, WEIGHT_SUFFIXES
+from pipeline.models import loading as models
+from pipeline.models.loading import PROVENANCE, WEIGHT_SUFFIXES
+from pipeline.storage import files as storage
 
 log = logging.getLogger(__name__)
 

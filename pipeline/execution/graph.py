@@ -8,46 +8,32 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
-from pipeline import commit, plan, sizing, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
-from pipeline.plan import RunPlan, Shard
+from pipeline.execution import plan, sizing
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, read_shard
 from pipeline.stages.tokenize import Tokenize
 from pipeline.stages.write import StageWriter
+from pipeline.storage.output import OutputFolder
+from pipeline.storage.shards import StagedParts
+from pipeline.types import RunPlan, RunResult, Shard
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunResult:
-    """What one run did; becomes run.json."""
-
-    shards_done: list[str] = field(default_factory=list)
-    shards_skipped: list[str] = field(default_factory=list)
-    shards_failed: dict[str, str] = field(default_factory=dict)
-    docs_processed: int = 0
-    tokens_processed: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)
-    docs_per_batch: int = 0  # as used (``docs_per_batch``), 0 when nothing was to do
-    batch_tokens: dict[str, int] = field(default_factory=dict)  # per model role, as used
-    wall_s: float = 0.0
-
-
-def _read_shards(batch: dict[str, Any], settings: ReadSettings, output_uri: str):
+def _read_shards(batch: dict[str, Any], settings: ReadSettings, out: OutputFolder):
     """Ray Data generator UDF: one input row per shard, many document batches out."""
     for shard, key in zip(batch["shard"], batch["key"]):
         try:
             yield from read_shard(str(shard), settings)
         except Exception as exc:  # the shard stays uncommitted; others go on
-            plan.record_failure(output_uri, str(key), str(shard), exc)
+            out.record_failure(str(key), str(shard), exc)
 
 
 def _blocks_of(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
@@ -88,7 +74,7 @@ def build_dataset(
     ds = ds.map_batches(
         _read_shards,
         batch_size=1,
-        fn_kwargs={"settings": settings, "output_uri": cfg.output_uri},
+        fn_kwargs={"settings": settings, "out": OutputFolder(cfg.output_uri)},
         num_cpus=sizing.LIGHT_CPUS,
     )
     ds = _blocks_of(ds, per_batch)
@@ -132,7 +118,7 @@ def build_dataset(
     return ds.map_batches(
         StageWriter,
         fn_constructor_kwargs={
-            "output_uri": cfg.output_uri,
+            "out": OutputFolder(cfg.output_uri),
             "keys": keys,
             "token_role": token_role,
             "dim": dim,
@@ -161,7 +147,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     result.shards_failed.update(rp.failed)
     schemas = rp.output_schemas()
     # Publishing only copies staged files, so retrying it after any error is safe.
-    publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(commit.publish_shard)
+    publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(OutputFolder.publish)
+    out = OutputFolder(cfg.output_uri)
     # The run's id in each commit record tells a retried publish what it already did.
     cluster = ray.cluster_resources()
     dtype = sizing.resolved_dtype(cfg.dtype, cluster)
@@ -171,15 +158,13 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     # Each shard's record also names the input file's version it was made from.
     shard_meta = {s.uri: meta | {"input_version": s.version} for s in rp.todo}
     # Failure records of earlier runs: a shard that fails again gets a fresh one.
-    plan.forget_failures(cfg.output_uri, set(keys.values()))
-    staged = commit.StagedParts(expected)
+    out.forget_failures(set(keys.values()))
+    staged = StagedParts(expected)
     pending: dict[ray.ObjectRef, str] = {}
     # Zero-row shards have nothing to stage: publish their empty tables straight away.
     for uri, n in expected.items():
         if n == 0:
-            pending[
-                publish.remote(cfg.output_uri, keys[uri], uri, schemas, shard_meta[uri], [])
-            ] = uri
+            pending[publish.remote(out, keys[uri], uri, schemas, shard_meta[uri], [])] = uri
     stopped = ""
     per_batch = sizing.run_batch_size(rp, sched, cluster)
     budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
@@ -197,8 +182,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
             log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
         ds = build_dataset(rp, cfg, sched, group, per_batch, budgets, cluster)
         try:
-            for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                for row in out.to_pylist():
+            for summary in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for row in summary.to_pylist():
                     shard = row[S.SHARD]
                     new, parts = staged.add(shard, row["part"], row["n_docs"])
                     if new:
@@ -206,7 +191,7 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
                         result.tokens_processed += row["n_tokens"]
                     if parts is not None:
                         ref = publish.remote(
-                            cfg.output_uri, keys[shard], shard, schemas, shard_meta[shard], parts
+                            out, keys[shard], shard, schemas, shard_meta[shard], parts
                         )
                         pending[ref] = shard
         except Exception as exc:  # e.g. storage down past its retries: keep what is staged
@@ -225,12 +210,12 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
         if s.uri not in result.shards_done and s.uri not in result.shards_failed:
             got = staged.staged_docs(s.uri)
             reason = (
-                plan.read_failure(cfg.output_uri, s.key)
+                out.failure(s.key)
                 or stopped
                 or (f"incomplete: {got} of {s.n_rows} rows were processed")
             )
             result.shards_failed[s.uri] = reason
     if not result.shards_failed:
-        storage.remove(storage.join(cfg.output_uri, "_staging"), recursive=True)
+        out.clear_staging()
     result.wall_s = time.monotonic() - t0
     return result

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.spans import LabelScheme, Spans, decode_spans
+from pipeline.core.spans import LabelScheme, Spans, decode_spans
 
 OUTSIDE = "O"
 IGNORE = -100  # label id that the loss skips (special tokens, padding)

@@ -13,10 +13,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline import defaults, sample_corpus, storage
 from pipeline import schemas as S
-from pipeline.evaluation import score_spans
-from pipeline.training import FinetuneConfig, TrainScheduling, run_finetune
+from pipeline.evaluation.scoring import score_spans
+from pipeline.sample import corpus as sample_corpus
+from pipeline.sample import defaults
+from pipeline.storage import files as storage
+from pipeline.training.finetune import FinetuneConfig, TrainScheduling, run_finetune
 
 DEMO_DIR = "demo-ner"
 CORPUS_DIR = defaults.SAMPLE_CORPUS_DIR  # the sample corpus the default job annotates

@@ -13,8 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pipeline import families, storage
 from pipeline.config import POOLINGS
+from pipeline.models import families
+from pipeline.storage import files as storage
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def hidden_size(config: dict[str, Any]) -> int | None:
 def default_max_length(config: dict[str, Any]) -> int:
     """Tokens per window (special tokens included) from the model config, never from
     the tokenizer's ``model_max_length`` (1e30 for several biomedical checkpoints);
-    the per-family rule is :func:`pipeline.families.window_length`."""
+    the per-family rule is :func:`pipeline.models.families.window_length`."""
     return families.window_length(config)
 
 

@@ -6,11 +6,11 @@ import re
 from collections import Counter
 from typing import Any
 
-from pipeline import repeated_ids, storage
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
-from pipeline.graph import RunResult
-from pipeline.plan import RunPlan
+from pipeline.core import repeated_ids
+from pipeline.storage import files as storage
+from pipeline.types import RunPlan, RunResult
 
 
 def table_counts(

@@ -1,6 +1,6 @@
 """The in-process contenders of the benchmark, each a function returning one row.
 
-Rates are in window tokens (see ``pipeline.benchmark``); model loading and a short
+Rates are in window tokens (see ``pipeline.bench.harness``); model loading and a short
 warm-up (``BenchSettings.warmup``) stay outside the timings.
 """
 
@@ -14,9 +14,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline import models
 from pipeline import schemas as S
-from pipeline.benchmark import (
+from pipeline.bench.harness import (
     BenchSettings,
     Clock,
     Corpus,
@@ -26,6 +25,7 @@ from pipeline.benchmark import (
     peak_rss,
     row,
 )
+from pipeline.models import loading as models
 from pipeline.stages.encoder import pick_device
 from pipeline.stages.tokenize import Tokenize
 
@@ -192,9 +192,9 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     """The NER model's forward passes alone over all of the corpus's windows at once,
     sorted and packed as our stages pack them, outputs discarded: no tokenizing,
     decoding or copying back. The ceiling for any NER code on this model and machine."""
+    from pipeline.core.windows import WindowPlan
     from pipeline.stages.encoder import Encoder
     from pipeline.stages.tokenize import column_arrays
-    from pipeline.windows import WindowPlan
 
     tokens = Tokenize.of_model("ner", ner_dir)(corpus.docs)
     ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))

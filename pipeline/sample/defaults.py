@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.models import default_cache_dir
+from pipeline.models.loading import default_cache_dir
 
 SAMPLE_CORPUS_DIR = "sample-corpus"  # under the cache folder
 

@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipeline import models, storage
 from pipeline import schemas as S
+from pipeline.core.windows import WindowPlan, window_char_spans
+from pipeline.models import loading as models
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
-from pipeline.windows import WindowPlan, window_char_spans
+from pipeline.storage import files as storage
 
 NER_LABELS = ("O", "B-Disease", "I-Disease")
 Entity = tuple[int, int, int, str]  # document index, start char, end char, label
@@ -155,8 +156,8 @@ def this_machine() -> dict[str, float]:
 def job_batch_tokens(s: BenchSettings, model_dir: str, dtype: str) -> int:
     """Our stages' tokens per forward pass: as given, else what the job picks for this
     model on this machine (``sizing.batch_tokens``)."""
-    from pipeline import sizing
     from pipeline.config import Scheduling
+    from pipeline.execution import sizing
 
     width = models.hidden_size(models.read_config(Path(model_dir)))
     sched = Scheduling(batch_tokens=s.batch_tokens)

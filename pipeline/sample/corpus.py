@@ -15,7 +15,8 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import schemas, storage
+from pipeline import schemas
+from pipeline.storage import files as storage
 
 DISEASE = "Disease"
 CHEMICAL = "Chemical"

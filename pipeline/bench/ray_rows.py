@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
-from pipeline import storage
-from pipeline.benchmark import BenchSettings, Clock, Corpus, Entity, _vm_hwm_bytes, row
+from pipeline.bench.harness import BenchSettings, Clock, Corpus, Entity, _vm_hwm_bytes, row
+from pipeline.storage import files as storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20
 # Operator metrics read from the ray-data log: UDF seconds summed over its tasks, and
 # the largest unique memory (USS) Ray measured in one of its workers.
@@ -242,7 +242,7 @@ def ray_row(
 ) -> tuple[dict[str, Any], set[Entity], np.ndarray]:
     """The whole job (NER and embeddings, one process started from scratch, Ray start-up
     included) on the corpus's documents. Returns the row, its entities and its vectors."""
-    from pipeline.bench_contenders import entity_set
+    from pipeline.bench.contenders import entity_set
 
     input_uri = str(workdir / "docs.parquet")
     storage.write_parquet_table(
@@ -298,7 +298,7 @@ def scale_runs(
 ) -> list[dict[str, Any]]:
     """The full job on generated corpora of each size, with a tiny random BERT for both
     models so that the framework, not the model, sets the pace."""
-    from pipeline.benchmark import build_ner_model, build_random_bert
+    from pipeline.bench.harness import build_ner_model, build_random_bert
 
     encoder = build_random_bert(tokenizer_dir, workdir / "tiny-encoder", "tiny")
     ner = build_ner_model(encoder, workdir / "tiny-ner")

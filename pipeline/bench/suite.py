@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import bench_contenders as C
-from pipeline import benchmark as B
+from pipeline.bench import contenders as C
+from pipeline.bench import harness as B
 
 # Dense bf16 peak of the GPUs the issue names, FLOP/s (H200 is the same GH100 chip).
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
@@ -43,8 +43,8 @@ class BenchRequest:
 def job_batch_size(n_docs: int) -> int:
     """Documents per batch the job picks by default for ``n_docs`` on this machine (its
     default actors: one a model on CPU, the GPUs split between the two models)."""
-    from pipeline import sizing
     from pipeline.config import Scheduling
+    from pipeline.execution import sizing
 
     return sizing.docs_per_batch(Scheduling(), n_docs, 2, B.this_machine())
 
@@ -98,7 +98,7 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
                 vectors[dtype], vectors[base], np.arange(len(vectors[base]))
             )
     if not req.skip_ray:
-        from pipeline.bench_ray import ray_row
+        from pipeline.bench.ray_rows import ray_row
 
         (req.workdir / "ray").mkdir(parents=True, exist_ok=True)
         try:

@@ -1,7 +1,7 @@
 """Fine-tune a token classifier on Ray Train, on the annotate job's tokenization and windows.
 
 The driver reads the tables, tokenizes every document with the job's ``Tokenize`` stage,
-labels tokens from gold character spans (``pipeline.alignment``) and cuts the same
+labels tokens from gold character spans (``pipeline.training.alignment``) and cuts the same
 windows as the job (``WindowPlan``). Every window token keeps its whole-document label,
 so a span continuing from the previous window starts with ``I-``; only special tokens
 and padding are left out of the loss. Each epoch rank 0 writes the weights and scores
@@ -25,15 +25,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import models, storage
 from pipeline import schemas as S
-from pipeline.alignment import IGNORE, AlignmentReport, align_spans, bio_labels, window_labels
-from pipeline.evaluation import score_spans
+from pipeline.core.windows import WindowPlan
+from pipeline.evaluation.scoring import score_spans
+from pipeline.models import loading as models
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize, column_arrays, special_tokens
 from pipeline.stages.write import entity_rows
-from pipeline.windows import WindowPlan
+from pipeline.storage import files as storage
+from pipeline.training.alignment import (
+    IGNORE,
+    AlignmentReport,
+    align_spans,
+    bio_labels,
+    window_labels,
+)
 
 log = logging.getLogger(__name__)
 

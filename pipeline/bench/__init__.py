@@ -1,0 +1,1 @@
+"""The side-by-side benchmark (python -m jobs.bench) and its reports."""

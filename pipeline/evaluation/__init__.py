@@ -1,0 +1,1 @@
+"""Scoring predicted spans against gold spans."""

@@ -1,0 +1,1 @@
+"""Model sources, the local cache, loading, per-family defaults, pulling a model to a bucket."""

@@ -1,0 +1,1 @@
+"""Submitting and watching Ray jobs (used by the Airflow DAG)."""

@@ -1,0 +1,1 @@
+"""The embedded default: the sample corpus and its demo model."""
