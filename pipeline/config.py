@@ -84,3 +84,36 @@ class Scheduling:
     max_blocks_per_dataset: int = MAX_BLOCKS_PER_DATASET
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     compile_model: bool = False  # torch.compile each encoder: faster passes, slower start
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What an encoder stage needs to compute its rows: the same settings give the same
+    rows, however the stage is scheduled. Lengths are in tokens."""
+
+    model_dir: str  # local folder
+    max_length: int  # tokens per window, special tokens included
+    stride: int  # overlap between consecutive windows
+    dtype: DType = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False  # load pickle-only checkpoints (can run code)
+
+
+@dataclass(frozen=True)
+class NerSettings(EncoderSettings):
+    aggregation: Aggregation = "first"
+
+
+@dataclass(frozen=True)
+class EmbedSettings(EncoderSettings):
+    pooling: Pooling = "mean"
+    normalize: bool = True  # L2-normalise window and document vectors
+
+
+@dataclass(frozen=True)
+class EncoderScheduling:
+    """How one encoder actor runs; never changes the rows it produces."""
+
+    batch_tokens: int  # per forward pass, padding included
+    threads: int | None = None  # torch threads; None = torch's default
+    compile_model: bool = False  # torch.compile: faster passes, slower start

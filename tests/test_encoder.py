@@ -7,6 +7,7 @@ import pytest
 import torch
 from test_stages import docs, model_dirs, run_ner, sentence  # noqa: F401  (fixture)
 
+from pipeline.config import EmbedSettings, EncoderScheduling, NerSettings
 from pipeline.core.windows import WindowPlan
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.encoder import resolve_dtype
@@ -45,19 +46,28 @@ def test_windows_by_doc_equals_a_scan_per_document():
 
 
 def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811
-    stage = NerStage(model_dirs["random"], 32, 8, "first", "float32", 512)
+    stage = NerStage(
+        NerSettings(model_dirs["random"], 32, 8, "float32", aggregation="first"),
+        EncoderScheduling(512),
+    )
     logits = torch.randn(3, 7, 5)
     out = stage._reduce(logits, torch.ones(3, 7))
     assert [tuple(o.shape) for o in out] == [(3, 7), (3, 7)]
     assert out[0].dtype == torch.int32 and out[1].dtype == torch.float32
     np.testing.assert_array_equal(out[0].numpy(), logits.argmax(-1).numpy())
-    avg = NerStage(model_dirs["random"], 32, 8, "average", "float32", 512)
+    avg = NerStage(
+        NerSettings(model_dirs["random"], 32, 8, "float32", aggregation="average"),
+        EncoderScheduling(512),
+    )
     assert avg._reduce(logits, torch.ones(3, 7))[2].shape == (3, 7, 5)  # needed for average
 
 
 def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  # noqa: F811
     # A small budget makes many passes, so documents finish at different passes.
-    stage = NerStage(model_dirs["random"], 16, 4, "first", "float32", 48)
+    stage = NerStage(
+        NerSettings(model_dirs["random"], 16, 4, "float32", aggregation="first"),
+        EncoderScheduling(48),
+    )
     rng = np.random.default_rng(0)
     doc_ids = [rng.integers(5, 50, size=n) for n in (0, 3, 40, 14, 0, 90, 1)]
     plan = WindowPlan.build([len(x) for x in doc_ids], stage.encoder.window, stage.stride)
@@ -80,7 +90,10 @@ def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  #
 
 
 def test_embedding_reduce_returns_one_pooled_vector_per_window(model_dirs):  # noqa: F811
-    stage = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "float32", 512)
+    stage = EmbedStage(
+        EmbedSettings(model_dirs["encoder"], 32, 8, "float32", pooling="mean"),
+        EncoderScheduling(512),
+    )
     hidden = torch.randn(4, 9, 32)
     mask = torch.ones(4, 9, dtype=torch.long)
     mask[1, 5:] = 0
@@ -96,7 +109,10 @@ def test_bf16_keeps_the_oracle_entities(model_dirs):  # noqa: F811
     texts = [sentence(rng, 30) for _ in range(8)]
     fp32 = run_ner(model_dirs["oracle"], texts, max_length=16, stride=4)
     batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
-    stage = NerStage(model_dirs["oracle"], 16, 4, "first", "bfloat16", 512)
+    stage = NerStage(
+        NerSettings(model_dirs["oracle"], 16, 4, "bfloat16", aggregation="first"),
+        EncoderScheduling(512),
+    )
     assert stage.encoder.dtype == torch.bfloat16
     from pipeline.stages.write import entity_rows
 
@@ -112,7 +128,10 @@ def test_gpu_matches_cpu(model_dirs):  # noqa: F811
     rng = random.Random(5)
     texts = [sentence(rng, rng.randint(5, 80)) for _ in range(32)]
     batch = Tokenize.of_model("embed", model_dirs["encoder"])(docs(texts))
-    gpu = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "float32", 512)
+    gpu = EmbedStage(
+        EmbedSettings(model_dirs["encoder"], 32, 8, "float32", pooling="mean"),
+        EncoderScheduling(512),
+    )
     assert gpu.encoder.device.type == "cuda" and gpu.encoder.multiple_of == 8
     assert next(gpu.model.parameters()).is_cuda
     gpu_vecs = np.array(gpu(batch).column("_doc_embedding").to_pylist())
@@ -121,7 +140,9 @@ def test_gpu_matches_cpu(model_dirs):  # noqa: F811
     gpu.encoder.model = gpu.model
     cpu_vecs = np.array(gpu(batch).column("_doc_embedding").to_pylist())
     assert ((gpu_vecs * cpu_vecs).sum(1)).min() > 0.9999
-    bf16 = EmbedStage(model_dirs["encoder"], 32, 8, "mean", True, "auto", 512)
+    bf16 = EmbedStage(
+        EmbedSettings(model_dirs["encoder"], 32, 8, "auto", pooling="mean"), EncoderScheduling(512)
+    )
     assert bf16.encoder.dtype == torch.bfloat16
     bf_vecs = np.array(bf16(batch).column("_doc_embedding").to_pylist())
     assert ((bf_vecs * cpu_vecs).sum(1)).min() > 0.99
@@ -129,7 +150,10 @@ def test_gpu_matches_cpu(model_dirs):  # noqa: F811
 
 @pytest.mark.gpu
 def test_gpu_copies_outputs_back_asynchronously_into_pinned_memory(model_dirs):  # noqa: F811
-    stage = NerStage(model_dirs["random"], 32, 8, "first", "float32", 512)
+    stage = NerStage(
+        NerSettings(model_dirs["random"], 32, 8, "float32", aggregation="first"),
+        EncoderScheduling(512),
+    )
     logits = torch.randn(3, 7, 5, device="cuda")
     host, done = stage.encoder._to_host(stage._reduce(logits, torch.ones(3, 7, device="cuda")))
     done.synchronize()
@@ -145,7 +169,10 @@ def test_gpu_ner_gives_the_cpu_entities(model_dirs):  # noqa: F811
     rng = random.Random(11)
     texts = [sentence(rng, rng.randint(5, 120)) for _ in range(40)]
     batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
-    gpu = NerStage(model_dirs["oracle"], 16, 4, "first", "float32", 64)
+    gpu = NerStage(
+        NerSettings(model_dirs["oracle"], 16, 4, "float32", aggregation="first"),
+        EncoderScheduling(64),
+    )
     assert gpu.encoder.device.type == "cuda"
     from pipeline.stages.write import entity_rows
 
@@ -166,7 +193,10 @@ def test_compiled_encoder_gives_the_eager_entities(model_dirs):  # noqa: F811
     rng = random.Random(2)
     texts = [sentence(rng, rng.randint(1, 60)) for _ in range(30)]
     batch = Tokenize.of_model("ner", model_dirs["random"])(docs(texts))
-    compiled = NerStage(model_dirs["random"], 16, 4, "first", "float32", 96, compile_model=True)
+    compiled = NerStage(
+        NerSettings(model_dirs["random"], 16, 4, "float32", aggregation="first"),
+        EncoderScheduling(96, compile_model=True),
+    )
     assert compiled.encoder.model is not compiled.encoder.model._orig_mod  # really compiled
     from pipeline.stages.write import entity_rows
 

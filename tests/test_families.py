@@ -30,7 +30,7 @@ from job_helpers import read_run, read_table, run_job
 from test_stages import docs, embed, run_ner
 
 from pipeline import schemas as S
-from pipeline.config import ModelSpec
+from pipeline.config import EmbedSettings, EncoderScheduling, ModelSpec, NerSettings
 from pipeline.execution.plan import resolve_model
 from pipeline.models import loading as models
 from pipeline.stages.embed import EmbedStage
@@ -258,9 +258,13 @@ def test_bigbird_keeps_block_sparse_attention_after_a_short_pass(family_dirs):
         out = stage(Tokenize.of_model("embed", path)(docs(texts)))
         return out.column(S.DOC_EMBEDDING).to_pylist()
 
-    fresh = EmbedStage(path, 1024, 16, "mean", True, "float32", 4096)
+    fresh = EmbedStage(
+        EmbedSettings(path, 1024, 16, "float32", pooling="mean"), EncoderScheduling(4096)
+    )
     want = vectors(fresh, [long_text])[0]
-    stage = EmbedStage(path, 1024, 16, "mean", True, "float32", 4096)
+    stage = EmbedStage(
+        EmbedSettings(path, 1024, 16, "float32", pooling="mean"), EncoderScheduling(4096)
+    )
     vectors(stage, ["heparin"])
     assert stage.model.base_model.attention_type == "block_sparse"
     np.testing.assert_allclose(vectors(stage, [long_text])[0], want, atol=1e-6)
@@ -276,7 +280,9 @@ def test_longformer_forward_has_global_attention_on_the_first_token(family_dirs)
     with torch.inference_mode():
         want = plain(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
         local = plain(input_ids=ids, attention_mask=mask)
-        enc = Encoder(models.load_model(path, "embed"), [0], [2], 1, 64, "float32", 512)
+        enc = Encoder(
+            models.load_model(path, "embed"), [0], [2], 1, 64, "float32", EncoderScheduling(512)
+        )
         got = enc.model(input_ids=ids.to(enc.device), attention_mask=mask.to(enc.device))
     assert enc.multiple_of % 32 == 0  # its own padding to the attention window is budgeted
     got = got.last_hidden_state.cpu()
@@ -286,7 +292,7 @@ def test_longformer_forward_has_global_attention_on_the_first_token(family_dirs)
 
 def test_bfloat16_puts_the_weights_in_bfloat16(family_dirs):
     model = models.load_model(Path(family_dirs["gatortron"]["embed"]), "embed")
-    enc = Encoder(model, [2], [3], 0, 64, "bfloat16", 512)
+    enc = Encoder(model, [2], [3], 0, 64, "bfloat16", EncoderScheduling(512))
     assert {p.dtype for p in enc.model.parameters()} == {torch.bfloat16}
 
 
@@ -300,15 +306,22 @@ def test_bfloat16_on_gpu_agrees_with_float32(family_dirs, name):
     window = FAMILIES[name].expected_window
     path = family_dirs[name]["embed"]
     batch = Tokenize.of_model("embed", path)(docs(texts))
-    f32 = EmbedStage(path, window, 16, "mean", True, "float32", 4 * window)
-    b16 = EmbedStage(path, window, 16, "mean", True, "auto", 4 * window)
+    f32 = EmbedStage(
+        EmbedSettings(path, window, 16, "float32", pooling="mean"), EncoderScheduling(4 * window)
+    )
+    b16 = EmbedStage(
+        EmbedSettings(path, window, 16, "auto", pooling="mean"), EncoderScheduling(4 * window)
+    )
     param = next(b16.model.parameters())
     assert param.is_cuda and param.dtype == torch.bfloat16
     want = np.array(f32(batch).column(S.DOC_EMBEDDING).to_pylist())
     got = np.array(b16(batch).column(S.DOC_EMBEDDING).to_pylist())
     assert (want * got).sum(axis=1).min() > 0.99
     ner_path = family_dirs[name]["ner"]
-    ner = NerStage(ner_path, window, 16, "first", "auto", 4 * window)
+    ner = NerStage(
+        NerSettings(ner_path, window, 16, "auto", aggregation="first"),
+        EncoderScheduling(4 * window),
+    )
     ents = entity_rows(ner(Tokenize.of_model("ner", ner_path)(docs(texts)))).to_pylist()
     check_entities(ents, {f"d{i}": t for i, t in enumerate(texts)})
 

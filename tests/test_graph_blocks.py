@@ -219,3 +219,33 @@ def test_an_asked_gpu_fraction_is_kept() -> None:
 
     sched = Scheduling(gpus_per_actor=0.25)
     assert sizing.actor_args(sched, 2, {"GPU": 1})[1]["num_gpus"] == 0.25
+
+
+def test_each_model_is_declared_with_the_settings_the_config_gives_it() -> None:
+    from pipeline.config import AnnotateConfig, EmbedSettings, ModelSpec, NerSettings
+    from pipeline.execution.declarations import encoder_stages
+    from pipeline.models.loading import ModelInfo
+    from pipeline.stages.embed import EmbedStage
+    from pipeline.stages.ner import NerStage
+    from pipeline.types import RunPlan
+
+    infos = {
+        "ner": ModelInfo("n", "/models/ner", "bert", 256, "w", None),
+        "embed": ModelInfo("e", "/models/embed", "bert", 512, "w", None, pooling="cls", dim=8),
+    }
+    cfg = AnnotateConfig(
+        "in", "out", ModelSpec("n", "ner", trust_remote_code=True), ModelSpec("e", "embed"),
+        aggregation="max", normalize=False, dtype="bfloat16", allow_pickle=True,
+    )  # fmt: skip
+    rp = RunPlan(infos, {"ner": 64, "embed": 100}, [], [], [])
+    ner, embed = encoder_stages(rp, cfg)
+    assert (ner.role, ner.stage, embed.role, embed.stage) == ("ner", NerStage, "embed", EmbedStage)
+    assert ner.settings == NerSettings(
+        "/models/ner", 256, 64, "bfloat16", trust_remote_code=True, allow_pickle=True,
+        aggregation="max",
+    )  # fmt: skip
+    assert embed.settings == EmbedSettings(
+        "/models/embed", 512, 100, "bfloat16", allow_pickle=True, pooling="cls", normalize=False
+    )
+    only_embed = RunPlan({"embed": infos["embed"]}, {"embed": 100}, [], [], [])
+    assert [d.role for d in encoder_stages(only_embed, cfg)] == ["embed"]

@@ -11,6 +11,7 @@ import tiny_models as tm
 from transformers import pipeline as hf_pipeline
 
 from pipeline import schemas as S
+from pipeline.config import EmbedSettings, EncoderScheduling, NerSettings
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
@@ -36,7 +37,10 @@ def docs(texts: list) -> pa.Table:
 
 def run_ner(model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512):
     batch = Tokenize.of_model("ner", model_dir)(docs(texts))
-    stage = NerStage(model_dir, max_length, stride, aggregation, "float32", batch_tokens)
+    stage = NerStage(
+        NerSettings(model_dir, max_length, stride, "float32", aggregation=aggregation),
+        EncoderScheduling(batch_tokens),
+    )
     return entity_rows(stage(batch)).to_pylist()
 
 
@@ -110,7 +114,10 @@ def test_entities_at_window_edges_are_neither_cut_nor_duplicated(model_dirs):
 
 def test_bad_documents_yield_no_entities_but_keep_their_rows(model_dirs):
     batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(["aspirin", "", None, "   "]))
-    out = NerStage(model_dirs["oracle"], 32, 8, "first", "float32", 512)(batch)
+    out = NerStage(
+        NerSettings(model_dirs["oracle"], 32, 8, "float32", aggregation="first"),
+        EncoderScheduling(512),
+    )(batch)
     assert out.num_rows == 4
     assert out.column(S.STATUS_INTERNAL).to_pylist() == ["ok", "empty", "empty", "empty"]
     assert [len(e) for e in out.column(S.ENTITIES).to_pylist()] == [1, 0, 0, 0]
@@ -122,7 +129,10 @@ def test_ner_only_documents_count_the_ner_windows(model_dirs):
     # ceil((n - 6) / 4) + 1 windows, a shorter document one, an empty one none.
     texts = ["aspirin", "", " ".join(["the diabetes mellitus"] * 7), "heparin " * 9]
     batch = Tokenize.of_model("ner", model_dirs["oracle"])(docs(texts))
-    out = NerStage(model_dirs["oracle"], 8, 2, "first", "float32", 512)(batch)
+    out = NerStage(
+        NerSettings(model_dirs["oracle"], 8, 2, "float32", aggregation="first"),
+        EncoderScheduling(512),
+    )(batch)
     rows = document_rows(out, "ner", None)
     n_tokens = rows.column(S.N_TOKENS).to_pylist()
     want = [0 if n == 0 else 1 if n <= 6 else -(-(n - 6) // 4) + 1 for n in n_tokens]
@@ -132,7 +142,10 @@ def test_ner_only_documents_count_the_ner_windows(model_dirs):
 
 def embed(model_dir, texts, max_length=32, stride=8, batch_tokens=512, pooling="mean"):
     batch = Tokenize.of_model("embed", model_dir)(docs(texts))
-    stage = EmbedStage(model_dir, max_length, stride, pooling, True, "float32", batch_tokens)
+    stage = EmbedStage(
+        EmbedSettings(model_dir, max_length, stride, "float32", pooling=pooling),
+        EncoderScheduling(batch_tokens),
+    )
     return stage(batch)
 
 
@@ -150,7 +163,10 @@ def test_document_vector_is_the_token_weighted_mean_of_windows(model_dirs):
     text = sentence(rng, 80)
     out = embed(model_dirs["encoder"], [text], max_length=16, stride=4)
     # un-normalised window vectors, recomputed independently through the stage API
-    stage = EmbedStage(model_dirs["encoder"], 16, 4, "mean", False, "float32", 512)
+    stage = EmbedStage(
+        EmbedSettings(model_dirs["encoder"], 16, 4, "float32", pooling="mean", normalize=False),
+        EncoderScheduling(512),
+    )
     raw = stage(Tokenize.of_model("embed", model_dirs["encoder"])(docs([text])))
     chunks = embedding_rows(raw, 32).to_pylist()
     assert len(chunks) > 3

@@ -25,6 +25,7 @@ import torch
 
 from pipeline import schemas as S
 from pipeline.bench.harness import BenchSettings, build_ner_model, job_batch_tokens, load_documents
+from pipeline.config import EncoderScheduling, EncoderSettings
 from pipeline.core.windows import WindowPlan
 from pipeline.sample import defaults
 from pipeline.stages.encoder import Encoder
@@ -46,7 +47,9 @@ def main() -> None:
     tokens = Tokenize.of_model("ner", ner_dir)(docs)
     ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))
     enc = Encoder.load(
-        ner_dir, "ner", s.max_length, "float32", job_batch_tokens(s, ner_dir, "float32")
+        EncoderSettings(ner_dir, s.max_length, s.stride, "float32"),
+        "ner",
+        EncoderScheduling(job_batch_tokens(s, ner_dir, "float32")),
     )
     plan = WindowPlan.build([len(x) for x in ids], enc.window, s.stride)
 

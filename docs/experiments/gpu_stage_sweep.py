@@ -17,6 +17,7 @@ import torch
 
 from pipeline import schemas as S
 from pipeline.bench import harness as B
+from pipeline.config import EmbedSettings, EncoderScheduling, NerSettings
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
 from pipeline.stages.read import ReadSettings, document_columns
@@ -68,9 +69,15 @@ def configs(cases):
     for compile_, autocast in cases:
         for role in ("ner", "embed"):
             if role == "ner":
-                st = NerStage(ner_dir, 512, 128, "first", "bfloat16", 65536)
+                st = NerStage(
+                    NerSettings(ner_dir, 512, 128, "bfloat16", aggregation="first"),
+                    EncoderScheduling(65536),
+                )
             else:
-                st = EmbedStage(embed_dir, 512, 128, "mean", True, "bfloat16", 65536)
+                st = EmbedStage(
+                    EmbedSettings(embed_dir, 512, 128, "bfloat16", pooling="mean"),
+                    EncoderScheduling(65536),
+                )
             st.encoder.autocast = autocast
             if compile_:
                 st.model = st.encoder.model = torch.compile(st.encoder.model, dynamic=True)
@@ -106,7 +113,9 @@ configs([(False, True), (False, False)])
 if torch.cuda.is_available():
     from torch.profiler import ProfilerActivity, profile
 
-    st = EmbedStage(embed_dir, 512, 128, "mean", True, "bfloat16", 65536)
+    st = EmbedStage(
+        EmbedSettings(embed_dir, 512, 128, "bfloat16", pooling="mean"), EncoderScheduling(65536)
+    )
     st(batches["embed"][0].slice(0, 64))
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         st(batches["embed"][0])

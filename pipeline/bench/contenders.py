@@ -25,6 +25,7 @@ from pipeline.bench.harness import (
     peak_rss,
     row,
 )
+from pipeline.config import EmbedSettings, EncoderScheduling, EncoderSettings, NerSettings
 from pipeline.models import loading as models
 from pipeline.stages.encoder import pick_device
 from pipeline.stages.tokenize import Tokenize
@@ -139,16 +140,16 @@ def stage_row(
     budget = job_batch_tokens(s, model_dir, dtype)
     if role == "ner":
         stage: Any = NerStage(
-            model_dir, s.max_length, s.stride, "first", dtype, budget,
-            compile_model=s.compile_model,
-        )  # fmt: skip
+            NerSettings(model_dir, s.max_length, s.stride, dtype, aggregation="first"),
+            EncoderScheduling(budget, compile_model=s.compile_model),
+        )
         finish: Callable[[pa.Table], pa.Table] = entity_rows
     else:
         pooling = models.default_pooling(Path(model_dir), model_dir)
         stage = EmbedStage(
-            model_dir, s.max_length, s.stride, pooling, True, dtype, budget,
-            compile_model=s.compile_model,
-        )  # fmt: skip
+            EmbedSettings(model_dir, s.max_length, s.stride, dtype, pooling=pooling),
+            EncoderScheduling(budget, compile_model=s.compile_model),
+        )
         finish = lambda t: embedding_rows(t, stage.dim)  # noqa: E731
     n_warm = s.warmup(corpus.docs.num_rows)
     for start in range(0, n_warm, s.docs_per_batch):  # as the timed batches, when all
@@ -199,12 +200,9 @@ def bare_forward_row(corpus: Corpus, ner_dir: str, s: BenchSettings, dtype: str)
     tokens = Tokenize.of_model("ner", ner_dir)(corpus.docs)
     ids = column_arrays(tokens, S.tokens_column("ner", S.TOKEN_IDS))
     enc = Encoder.load(
-        ner_dir,
+        EncoderSettings(ner_dir, s.max_length, s.stride, dtype),
         "ner",
-        s.max_length,
-        dtype,
-        job_batch_tokens(s, ner_dir, dtype),
-        compile_model=s.compile_model,
+        EncoderScheduling(job_batch_tokens(s, ner_dir, dtype), compile_model=s.compile_model),
     )
     plan = WindowPlan.build([len(x) for x in ids], enc.window, s.stride)
 

@@ -13,10 +13,9 @@ from typing import Any
 import ray
 
 from pipeline import schemas as S
-from pipeline.config import AnnotateConfig, Scheduling
+from pipeline.config import AnnotateConfig, EncoderScheduling, Scheduling
 from pipeline.execution import plan, sizing
-from pipeline.stages.embed import EmbedStage
-from pipeline.stages.ner import NerStage
+from pipeline.execution.declarations import encoder_stages
 from pipeline.stages.read import ReadSettings, read_shard
 from pipeline.stages.tokenize import Tokenize
 from pipeline.stages.write import StageWriter
@@ -87,27 +86,13 @@ def build_dataset(
             num_cpus=sizing.LIGHT_CPUS,
             **batch,
         )
-    for role, info in rp.models.items():
-        spec = getattr(cfg, role)
-        common = {
-            "model_dir": info.local_dir,
-            "max_length": info.max_length,
-            "stride": rp.stride[role],
-            "dtype": cfg.dtype,
-            "batch_tokens": budgets[role],
-            "trust_remote_code": spec.trust_remote_code,
-            "allow_pickle": cfg.allow_pickle,
-            "threads": threads,
-            "compile_model": sched.compile_model,
-        }
-        if role == "ner":
-            stage, kwargs = NerStage, {**common, "aggregation": cfg.aggregation}
-        else:
-            stage = EmbedStage
-            kwargs = {**common, "pooling": info.pooling, "normalize": cfg.normalize}
+    for decl in encoder_stages(rp, cfg):
         ds = ds.map_batches(
-            stage,
-            fn_constructor_kwargs=kwargs,
+            decl.stage,
+            fn_constructor_kwargs={
+                "settings": decl.settings,
+                "sched": EncoderScheduling(budgets[decl.role], threads, sched.compile_model),
+            },
             compute=ray.data.ActorPoolStrategy(size=n_actors),  # restarts actors, retries
             **resources,
             **batch,

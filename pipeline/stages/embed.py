@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
+from pipeline.config import EmbedSettings, EncoderScheduling
 from pipeline.core.pooling import document_vector, l2_normalize
 from pipeline.core.windows import WindowPlan, window_char_spans
 from pipeline.stages.tokenize import column_arrays
@@ -31,31 +32,15 @@ class EmbedStage:
     """Adds ``_chunk_embeddings`` (per window: start, end, n_tokens, embedding) and
     ``_doc_embedding`` (token-weighted mean of the window vectors)."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        max_length: int,
-        stride: int,
-        pooling: str,
-        normalize: bool,
-        dtype: str,
-        batch_tokens: int,
-        trust_remote_code: bool = False,
-        allow_pickle: bool = False,
-        threads: int | None = None,
-        compile_model: bool = False,
-    ) -> None:
+    def __init__(self, settings: EmbedSettings, sched: EncoderScheduling) -> None:
         from pipeline.stages.encoder import Encoder  # torch: in the actor only
 
-        self.encoder = Encoder.load(
-            model_dir, "embed", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
-            threads, compile_model,
-        )  # fmt: skip
+        self.encoder = Encoder.load(settings, ROLE, sched)
         self.model = self.encoder.model
         self.dim = int(self.model.config.hidden_size)
-        self.pooling = pooling
-        self.normalize = normalize
-        self.stride = stride
+        self.pooling = settings.pooling
+        self.normalize = settings.normalize
+        self.stride = settings.stride
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import EncoderScheduling, EncoderSettings
 from pipeline.core.batching import pack_by_token_budget
 from pipeline.core.windows import WindowPlan
 from pipeline.models.families import family_of
@@ -51,13 +52,11 @@ class Encoder:
         pad_id: int,
         max_length: int,
         dtype: str,
-        batch_tokens: int,
-        threads: int | None = None,
-        compile_model: bool = False,
+        sched: EncoderScheduling,
     ) -> None:
         self.device = pick_device()
-        if threads and self.device.type == "cpu":
-            torch.set_num_threads(threads)  # Ray sets 1 thread for fractional CPUs
+        if sched.threads and self.device.type == "cpu":
+            torch.set_num_threads(sched.threads)  # Ray sets 1 thread for fractional CPUs
         self.dtype = resolve_dtype(dtype, self.device)
         # bf16 weights halve accelerator memory (GatorTron 8.9B: 18 GB instead of 36). fp16
         # stays autocast over fp32 weights: its narrow range is why autocast keeps some ops
@@ -74,11 +73,11 @@ class Encoder:
         self.window = max_length - len(prefix) - len(suffix)
         if self.window < 1:
             raise ValueError(f"max length {max_length} tokens leaves no room beside special tokens")
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = sched.batch_tokens
         # Tensor cores want sequence lengths in multiples of 8; on CPU padding only costs.
         base = 8 if self.device.type == "cuda" else 1
         self.fixed_width, pad_multiple = adapt_to_family(self.model, max_length)
-        if compile_model:
+        if sched.compile_model:
             # Fuses the element-wise work between matrix products. Pass shapes vary, so
             # dynamic shapes: one compilation, not one per (windows, width).
             self.model = torch.compile(self.model, dynamic=True)
@@ -93,31 +92,18 @@ class Encoder:
         self.real_tokens = 0
 
     @classmethod
-    def load(
-        cls,
-        model_dir: str,
-        task: str,
-        max_length: int,
-        dtype: str,
-        batch_tokens: int,
-        trust_remote_code: bool = False,
-        allow_pickle: bool = False,
-        threads: int | None = None,
-        compile_model: bool = False,
-    ) -> Encoder:
+    def load(cls, settings: EncoderSettings, task: str, sched: EncoderScheduling) -> Encoder:
         """Load the tokenizer's special tokens and the model for ``task`` ("ner" or
-        "embed") from a local folder, once per actor."""
+        "embed") from ``settings.model_dir``, once per actor."""
         from pipeline.models import loading as models
         from pipeline.stages.tokenize import special_tokens
 
-        path = Path(model_dir)
-        tokenizer = models.load_tokenizer(path, trust_remote_code)
-        model = models.load_model(path, task, trust_remote_code, allow_pickle)
+        path = Path(settings.model_dir)
+        tokenizer = models.load_tokenizer(path, settings.trust_remote_code)
+        model = models.load_model(path, task, settings.trust_remote_code, settings.allow_pickle)
         prefix, suffix = special_tokens(tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return cls(
-            model, prefix, suffix, pad, max_length, dtype, batch_tokens, threads, compile_model
-        )
+        return cls(model, prefix, suffix, pad, settings.max_length, settings.dtype, sched)
 
     def passes(
         self, doc_ids: list[np.ndarray], plan: WindowPlan

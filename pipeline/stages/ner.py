@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schemas as S
+from pipeline.config import EncoderScheduling, NerSettings
 from pipeline.core.spans import LabelScheme, Spans, decode_documents
 from pipeline.core.windows import WindowPlan
 from pipeline.stages.tokenize import column_arrays
@@ -26,30 +27,15 @@ class NerStage:
     entity at a window edge is neither cut nor duplicated.
     """
 
-    def __init__(
-        self,
-        model_dir: str,
-        max_length: int,
-        stride: int,
-        aggregation: str,
-        dtype: str,
-        batch_tokens: int,
-        trust_remote_code: bool = False,
-        allow_pickle: bool = False,
-        threads: int | None = None,
-        compile_model: bool = False,
-    ) -> None:
+    def __init__(self, settings: NerSettings, sched: EncoderScheduling) -> None:
         from pipeline.stages.encoder import Encoder  # torch: in the actor only
 
-        self.encoder = Encoder.load(
-            model_dir, "ner", max_length, dtype, batch_tokens, trust_remote_code, allow_pickle,
-            threads, compile_model,
-        )  # fmt: skip
+        self.encoder = Encoder.load(settings, ROLE, sched)
         self.model = self.encoder.model
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         self.scheme = LabelScheme.from_id2label(self.id2label)
-        self.aggregation = aggregation
-        self.stride = stride
+        self.aggregation = settings.aggregation
+        self.stride = settings.stride
         self.n_prefix = len(self.encoder.prefix)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schemas as S
+from pipeline.config import EncoderScheduling, NerSettings
 from pipeline.core.windows import WindowPlan
 from pipeline.evaluation.scoring import score_spans
 from pipeline.models import loading as models
@@ -204,16 +205,15 @@ def epoch_batches(
 def score_dev(model_dir: str, dev: pa.Table, gold: pa.Table, cfg: dict[str, Any]) -> dict:
     """Strict and lenient micro scores of the model in ``model_dir`` on the tokenized dev
     batch, decoded exactly as the annotate job decodes (NerStage, ``first`` aggregation)."""
-    stage = NerStage(
+    settings = NerSettings(
         model_dir,
         cfg["max_length"],
         cfg["stride"],
-        "first",
         "auto",
-        cfg["bt"],
         trust_remote_code=cfg["trust_remote_code"],
-        threads=cfg["threads"],
+        aggregation="first",
     )
+    stage = NerStage(settings, EncoderScheduling(cfg["bt"], threads=cfg["threads"]))
     pred = pa.concat_tables(
         [entity_rows(stage(dev.slice(i, 64))) for i in range(0, max(dev.num_rows, 1), 64)]
     )
