@@ -68,7 +68,7 @@ def build_dataset(
     n_models = len(rp.models)
     n_actors, resources, threads = sizing.actor_args(sched, n_models, cluster)
     n_tokenizers = sizing.tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
-    settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch)
+    settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch, rp.id_type)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(
         _read_shards,
@@ -125,81 +125,105 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:500]
 
 
-def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
-    """Process every shard still to do, publishing each as soon as all its rows are staged."""
-    t0 = time.monotonic()
-    result = RunResult(shards_skipped=[s.uri for s in rp.skipped])
-    result.shards_failed.update(rp.failed)
-    schemas = rp.output_schemas()
-    # Publishing only copies staged files, so retrying it after any error is safe.
-    publish = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(OutputFolder.publish)
-    out = OutputFolder(cfg.output_uri)
-    # The run's id in each commit record tells a retried publish what it already did.
+class _Publisher:
+    """Publishes each shard on a Ray task as soon as all its parts are staged, and
+    collects the commit records at the end."""
+
+    def __init__(self, rp: RunPlan, out: OutputFolder, dtype: str) -> None:
+        # Publishing only copies staged files, so retrying it after any error is safe.
+        self._remote = ray.remote(num_cpus=0, max_retries=3, retry_exceptions=True)(
+            OutputFolder.publish
+        )
+        self.out = out
+        self.schemas = rp.output_schemas()
+        self.keys = {s.uri: s.key for s in rp.todo}
+        # The run's id in each commit record tells a retried publish what it already did;
+        # each record also names the input file's version it was made from.
+        meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex, "dtype": dtype}
+        self.meta = {s.uri: meta | {"input_version": s.version} for s in rp.todo}
+        self.staged = StagedParts({s.uri: s.n_rows for s in rp.todo})
+        self.pending: dict[ray.ObjectRef, str] = {}
+        # Zero-row shards have nothing to stage: their empty tables go straight away.
+        for s in rp.todo:
+            if s.n_rows == 0:
+                self._publish(s.uri, [])
+
+    def _publish(self, shard: str, parts: list[str]) -> None:
+        ref = self._remote.remote(
+            self.out, self.keys[shard], shard, self.schemas, self.meta[shard], parts
+        )
+        self.pending[ref] = shard
+
+    def staged_part(self, row: dict[str, Any], result: RunResult) -> None:
+        """One writer summary row: count it once, publish its shard if it completed it."""
+        new, parts = self.staged.add(row[S.SHARD], row["part"], row["n_docs"])
+        if new:
+            result.docs_processed += row["n_docs"]
+            result.tokens_processed += row["n_tokens"]
+        if parts is not None:
+            self._publish(row[S.SHARD], parts)
+
+    def collect(self, result: RunResult) -> None:
+        for ref, shard in self.pending.items():
+            try:
+                record = ray.get(ref)
+            except Exception as exc:  # this shard stays uncommitted; a rerun redoes it
+                result.shards_failed[shard] = f"publish failed: {_describe(exc)}"
+                continue
+            result.records.append(record)
+            result.shards_done.append(shard)
+            log.info("committed shard %s (%s)", record["key"], record["rows"])
+
+
+def _stream(
+    rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling, publisher: _Publisher, result: RunResult
+) -> str:
+    """Run the shards to do, as one dataset per group of shards; returns why the run
+    stopped early, or "" when it did not."""
     cluster = ray.cluster_resources()
-    dtype = sizing.resolved_dtype(cfg.dtype, cluster)
-    meta = {"fingerprint": rp.fingerprint, "run": uuid.uuid4().hex, "dtype": dtype}
-    expected = {s.uri: s.n_rows for s in rp.todo}
-    keys = {s.uri: s.key for s in rp.todo}
-    # Each shard's record also names the input file's version it was made from.
-    shard_meta = {s.uri: meta | {"input_version": s.version} for s in rp.todo}
-    # Failure records of earlier runs: a shard that fails again gets a fresh one.
-    out.forget_failures(set(keys.values()))
-    staged = StagedParts(expected)
-    pending: dict[ray.ObjectRef, str] = {}
-    # Zero-row shards have nothing to stage: publish their empty tables straight away.
-    for uri, n in expected.items():
-        if n == 0:
-            pending[publish.remote(out, keys[uri], uri, schemas, shard_meta[uri], [])] = uri
-    stopped = ""
     per_batch = sizing.run_batch_size(rp, sched, cluster)
     budgets = sizing.run_batch_tokens(rp, cfg, sched, cluster)
     if rp.todo:
         result.docs_per_batch, result.batch_tokens = per_batch, budgets
         log.info(
             "batches of %d documents; tokens per forward pass: %s", per_batch,
-            ", ".join(f"{r} {n}" for r, n in result.batch_tokens.items()),
+            ", ".join(f"{r} {n}" for r, n in budgets.items()),
         )  # fmt: skip
     groups = plan.shard_groups(rp.todo, per_batch, sched.max_blocks_per_dataset)
     for i, group in enumerate(groups):
-        if stopped:
-            break
         if len(groups) > 1:
             log.info("dataset %d of %d: %d shards", i + 1, len(groups), len(group))
         ds = build_dataset(rp, cfg, sched, group, per_batch, budgets, cluster)
         try:
             for summary in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in summary.to_pylist():
-                    shard = row[S.SHARD]
-                    new, parts = staged.add(shard, row["part"], row["n_docs"])
-                    if new:
-                        result.docs_processed += row["n_docs"]
-                        result.tokens_processed += row["n_tokens"]
-                    if parts is not None:
-                        ref = publish.remote(
-                            out, keys[shard], shard, schemas, shard_meta[shard], parts
-                        )
-                        pending[ref] = shard
+                    publisher.staged_part(row, result)
         except Exception as exc:  # e.g. storage down past its retries: keep what is staged
             stopped = f"the run stopped: {_describe(exc)}"
             log.error("%s; shards already staged are still published", stopped)
-    for ref, shard in pending.items():
-        try:
-            record = ray.get(ref)
-        except Exception as exc:  # this shard stays uncommitted; a rerun redoes it
-            result.shards_failed[shard] = f"publish failed: {_describe(exc)}"
-            continue
-        result.records.append(record)
-        result.shards_done.append(shard)
-        log.info("committed shard %s (%s)", record["key"], record["rows"])
+            return stopped
+    return ""
+
+
+def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
+    """Process every shard still to do, publishing each as soon as all its rows are staged."""
+    t0 = time.monotonic()
+    result = RunResult(shards_skipped=[s.uri for s in rp.skipped])
+    result.shards_failed.update(rp.failed)
+    out = OutputFolder(cfg.output_uri)
+    # Failure records of earlier runs: a shard that fails again gets a fresh one.
+    out.forget_failures({s.key for s in rp.todo})
+    publisher = _Publisher(rp, out, sizing.resolved_dtype(cfg.dtype, ray.cluster_resources()))
+    stopped = _stream(rp, cfg, sched, publisher, result)
+    publisher.collect(result)
     for s in rp.todo:
         if s.uri not in result.shards_done and s.uri not in result.shards_failed:
-            got = staged.staged_docs(s.uri)
-            reason = (
+            got = publisher.staged.staged_docs(s.uri)
+            result.shards_failed[s.uri] = (
                 out.failure(s.key)
                 or stopped
-                or (f"incomplete: {got} of {s.n_rows} rows were processed")
+                or f"incomplete: {got} of {s.n_rows} rows were processed"
             )
-            result.shards_failed[s.uri] = reason
     if not result.shards_failed:
         out.clear_staging()
     result.wall_s = time.monotonic() - t0
