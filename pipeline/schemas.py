@@ -60,10 +60,25 @@ def tokens_column(role: str, name: str) -> str:
     return f"_{role}{name}"
 
 
-def entity_schema() -> pa.Schema:
+# doc_id keeps the input's type: integer ids (the usual key of a notes table) stay int64,
+# so a join back needs no cast; any other id type is read as text.
+TEXT_ID = pa.string()
+ID_TYPES: dict[str, pa.DataType] = {"string": TEXT_ID, "int64": pa.int64()}
+
+
+def id_type_name(t: pa.DataType) -> str:
+    """The output id type of an input id column of type ``t``: "int64" for integers that
+    fit (dictionary-encoded too), "string" for everything else."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    fits = pa.types.is_signed_integer(t) or t in (pa.uint8(), pa.uint16(), pa.uint32())
+    return "int64" if fits else "string"
+
+
+def entity_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
     return pa.schema(
         [
-            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field(DOC_ID, id_type, nullable=False),
             pa.field(START, pa.int32(), nullable=False),
             pa.field(END, pa.int32(), nullable=False),
             pa.field(TEXT, pa.string(), nullable=False),
@@ -88,10 +103,10 @@ def chunk_struct(dim: int) -> pa.DataType:
     )
 
 
-def embedding_schema(dim: int) -> pa.Schema:
+def embedding_schema(dim: int, id_type: pa.DataType = TEXT_ID) -> pa.Schema:
     return pa.schema(
         [
-            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field(DOC_ID, id_type, nullable=False),
             pa.field(CHUNK_INDEX, pa.int32(), nullable=False),
             pa.field(START, pa.int32(), nullable=False),
             pa.field(END, pa.int32(), nullable=False),
@@ -101,12 +116,12 @@ def embedding_schema(dim: int) -> pa.Schema:
     )
 
 
-def document_schema(dim: int | None) -> pa.Schema:
+def document_schema(dim: int | None, id_type: pa.DataType = TEXT_ID) -> pa.Schema:
     """``dim`` is None when the run has no embedding model: the column is then all null."""
     emb_type = embedding_type(dim) if dim else pa.list_(pa.float32())
     return pa.schema(
         [
-            pa.field(DOC_ID, pa.string()),
+            pa.field(DOC_ID, id_type),
             pa.field(N_CHARS, pa.int64(), nullable=False),
             pa.field(N_TOKENS, pa.int64(), nullable=False),
             pa.field(N_CHUNKS, pa.int32(), nullable=False),

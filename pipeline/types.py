@@ -35,6 +35,7 @@ class RunPlan:
     skipped: list[Shard]
     failed: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
+    id_type: str = "string"  # the output's doc_id type: a key of schemas.ID_TYPES
     tokenizers: dict[str, TokenizerDef] = field(default_factory=dict)  # per model role
     committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # skipped: key → record
     # Commit records of shards not (readable) in the input now: rows still in the tables.
@@ -42,11 +43,12 @@ class RunPlan:
 
     def output_schemas(self) -> dict[str, pa.Schema]:
         dim = self.models["embed"].dim if "embed" in self.models else None
-        out = {S.DOCUMENTS_DIR: S.document_schema(dim)}
+        ids = S.ID_TYPES[self.id_type]
+        out = {S.DOCUMENTS_DIR: S.document_schema(dim, ids)}
         if "ner" in self.models:
-            out[S.ENTITIES_DIR] = S.entity_schema()
+            out[S.ENTITIES_DIR] = S.entity_schema(ids)
         if dim:
-            out[S.EMBEDDINGS_DIR] = S.embedding_schema(dim)
+            out[S.EMBEDDINGS_DIR] = S.embedding_schema(dim, ids)
         return out
 
 

@@ -153,6 +153,19 @@ def test_schema_variants_read_as_plain_text(tmp_path):
         assert block.column("_status").to_pylist() == ["ok"] * 3, name
 
 
+def test_integer_ids_stay_integers_and_id_zero_is_an_id():
+    settings = ReadSettings("doc_id", "text", 1_000_000, 1000, id_type="int64")
+    ids = pa.array([0, 101, None, 0], pa.int32())
+    table = pa.table({"doc_id": ids, "text": ["a b", "c", "d", "e"]})
+    out = document_columns(table, "s", settings, seen={})
+    assert out.column("doc_id").type == pa.int64()
+    assert out.column("doc_id").to_pylist() == [0, 101, None, 0]
+    assert out.column("_status").to_pylist() == ["ok", "ok", "error", "error"]
+    errors = out.column("_error").to_pylist()
+    assert errors[2] == "doc_id is null or empty"
+    assert errors[3].startswith("duplicate doc_id: row 0 ")  # 0 is an id like any other
+
+
 # ------------------------------------------------------------ the job (one run, Ray)
 
 CJK = "患者は asthma のため heparin を投与された。治療asthma"

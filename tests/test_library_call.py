@@ -68,3 +68,23 @@ def test_annotate_refuses_before_any_work(local_ray, setup, tmp_path):
     with pytest.raises(InputError, match="note_text"):
         annotate(_config(setup, text_column="note_text"))
     assert not (tmp_path / "o").exists()
+
+
+def test_integer_note_ids_come_back_as_integers_in_every_table(local_ray, setup, tmp_path):
+    rng = random.Random(9)
+    ids = [101, 0, 7_000_000_001]
+    texts = [sentence(rng, rng.randint(5, 20)) for _ in ids]
+    pq.write_table(pa.table({"doc_id": ids, "text": texts}), tmp_path / "notes.parquet")
+    encoder = str(tm.write_random_encoder(tmp_path / "enc", max_positions=64))
+    cfg = AnnotateConfig(
+        str(tmp_path / "notes.parquet"), str(tmp_path / "out"),
+        ner=ModelSpec(setup["oracle"], "ner", max_length=24),
+        embed=ModelSpec(encoder, "embed", max_length=24), stride=6,
+    )  # fmt: skip
+    assert annotate(cfg, Scheduling(docs_per_batch=4)).ok
+    for table in ("documents", "entities", "embeddings"):
+        got = pq.read_table(tmp_path / "out" / table)
+        assert got.schema.field("doc_id").type == pa.int64(), table
+        assert set(got.column("doc_id").to_pylist()) <= set(ids), table
+    docs = pq.read_table(tmp_path / "out" / "documents").to_pandas()
+    assert sorted(docs["doc_id"]) == sorted(ids) and str(docs["doc_id"].dtype) == "int64"

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import tiny_models as tm
 
+from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
 from pipeline.execution.plan import make_plan
 from pipeline.types import InputError
@@ -143,3 +144,32 @@ def test_auto_precision_follows_the_hardware_and_a_resume_keeps_one():
         InputError, match=r"2 committed shards .* bfloat16, .* float32: pass --dtype bfloat16"
     ):
         check_precision(rp, "float32")
+
+
+@pytest.mark.parametrize(
+    "t,name",
+    [
+        (pa.int8(), "int64"),
+        (pa.int64(), "int64"),
+        (pa.uint32(), "int64"),
+        (pa.dictionary(pa.int8(), pa.int32()), "int64"),
+        (pa.uint64(), "string"),  # may not fit in int64
+        (pa.float64(), "string"),
+        (pa.string(), "string"),
+        (pa.binary(), "string"),
+        (pa.null(), "string"),
+    ],
+)
+def test_integer_id_columns_keep_an_integer_type(t, name):
+    assert S.id_type_name(t) == name
+
+
+def test_the_output_id_type_is_the_inputs_when_every_shard_agrees(tmp_path, encoder):
+    ints = pa.table({"doc_id": pa.array([7, 8], pa.int32()), "text": ["b", "c"]})
+    int_plan = make_plan(_cfg(tmp_path, encoder, table=ints))
+    assert int_plan.id_type == "int64"
+    assert int_plan.output_schemas()["documents"].field("doc_id").type == pa.int64()
+    pq.write_table(pa.table({"doc_id": ["x"], "text": ["b"]}), tmp_path / "in" / "p1.parquet")
+    mixed = make_plan(_cfg(tmp_path, encoder, table=ints))
+    assert mixed.id_type == "string"  # one schema over every file of a table
+    assert mixed.fingerprint != int_plan.fingerprint

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
 from pipeline.core.spans import LabelScheme
 from pipeline.core.windows import effective_stride
@@ -112,13 +113,17 @@ def tokenizer_groups(tokenizers: dict[str, TokenizerDef]) -> list[tuple[str, ...
     return [tuple(roles) for roles in groups.values()]
 
 
-def check_shards(uris: list[str], cfg: AnnotateConfig) -> tuple[dict[str, int], dict[str, str]]:
-    """Row counts of readable shards, and a reason for each unreadable one.
+def check_shards(
+    uris: list[str], cfg: AnnotateConfig
+) -> tuple[dict[str, int], dict[str, str], set[str]]:
+    """Row counts of readable shards, a reason for each unreadable one, and the output id
+    types (``schemas.id_type_name``) of the readable shards' id columns.
 
     Raises ``InputError`` when a readable shard lacks the id or text column.
     """
     counts: dict[str, int] = {}
     failed: dict[str, str] = {}
+    id_types: set[str] = set()
     for uri in uris:
         try:
             n_rows, schema = storage.parquet_metadata(uri)
@@ -141,7 +146,8 @@ def check_shards(uris: list[str], cfg: AnnotateConfig) -> tuple[dict[str, int], 
                 "strings, bytes or numbers (set --id-column)"
             )
         counts[uri] = n_rows
-    return counts, failed
+        id_types.add(S.id_type_name(id_type))
+    return counts, failed, id_types
 
 
 def _id_type_ok(t: pa.DataType) -> bool:
@@ -157,7 +163,12 @@ def _id_type_ok(t: pa.DataType) -> bool:
     )
 
 
-def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[str, int]) -> str:
+def fingerprint(
+    cfg: AnnotateConfig,
+    infos: dict[str, ModelInfo],
+    stride: dict[str, int],
+    id_type: str = "string",
+) -> str:
     """What makes two runs' rows comparable: models (by weights), chunking, columns."""
     parts: dict[str, Any] = {
         "id_column": cfg.id_column,
@@ -178,7 +189,42 @@ def fingerprint(cfg: AnnotateConfig, infos: dict[str, ModelInfo], stride: dict[s
             for role, i in sorted(infos.items())
         },
     }
+    if id_type != "string":  # absent for text ids, so that their outputs keep their print
+        parts["id_type"] = id_type
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_models(cfg: AnnotateConfig) -> tuple[dict[str, ModelInfo], dict[str, TokenizerDef]]:
+    """Each model of ``cfg`` resolved, with its tokenizer, by role (NER first)."""
+    specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
+    if not specs:
+        raise InputError(NO_MODEL)
+    infos, tokenizers = {}, {}
+    for role, spec in specs.items():
+        try:
+            info = resolve_model(spec, cfg.allow_pickle)
+            tok = models.load_tokenizer(Path(info.local_dir), spec.trust_remote_code)
+        except InputError:
+            raise
+        except (ValueError, OSError) as exc:  # unreadable folder, unsupported pooling, ...
+            raise InputError(f"{role} model {spec.source}: {exc}") from exc
+        tokenizers[role] = models.TokenizerDef.of(tok)
+        infos[role] = replace(info, tokenizer_sha256=tokenizers[role].sha256)
+    return infos, tokenizers
+
+
+def window_strides(infos: dict[str, ModelInfo], stride: int) -> dict[str, int]:
+    """The overlap each model's windows get (tokens), ``stride`` bounded by its window."""
+    out = {}
+    for role, info in infos.items():
+        n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
+        if info.max_length - n_special < 1:
+            raise InputError(
+                f"--max-length {info.max_length} leaves no room for text beside the {role} "
+                f"model's special tokens: give at least {n_special + 1}"
+            )
+        out[role] = effective_stride(info.max_length - n_special, stride)
+    return out
 
 
 def make_plan(cfg: AnnotateConfig) -> RunPlan:
@@ -190,40 +236,23 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     uris = sorted(versions)
     if not uris:
         raise InputError(f"no Parquet files (*.parquet) under {cfg.input_uri}")
-    counts, failed = check_shards(uris, cfg)
+    counts, failed, id_types = check_shards(uris, cfg)
     if not counts:
         raise InputError(f"none of the {len(uris)} Parquet files under {cfg.input_uri} is readable")
-    specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
-    if not specs:
-        raise InputError(NO_MODEL)
-    infos, tokenizers = {}, {}
-    for role, spec in specs.items():
-        try:
-            info = resolve_model(spec, cfg.allow_pickle)
-            tok = models.load_tokenizer(Path(info.local_dir), spec.trust_remote_code)
-        except (ValueError, OSError) as exc:  # unreadable folder, unsupported pooling, ...
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"{role} model {spec.source}: {exc}") from exc
-        tokenizers[role] = models.TokenizerDef.of(tok)
-        infos[role] = replace(info, tokenizer_sha256=tokenizers[role].sha256)
-    stride = {}
-    for role, info in infos.items():
-        n_special = 2  # refined by the actors; bounded here so the fingerprint is stable
-        if info.max_length - n_special < 1:
-            raise InputError(
-                f"--max-length {info.max_length} leaves no room for text beside the {role} "
-                f"model's special tokens: give at least {n_special + 1}"
-            )
-        stride[role] = effective_stride(info.max_length - n_special, cfg.stride)
-    fp = fingerprint(cfg, infos, stride)
+    infos, tokenizers = resolve_models(cfg)
+    stride = window_strides(infos, cfg.stride)
+    # One id type for the whole output, so that readers see one schema over all files.
+    id_type = "int64" if id_types == {"int64"} else "string"
+    fp = fingerprint(cfg, infos, stride, id_type)
     shards = [
         Shard(u, shard_key(u, cfg.input_uri), counts[u], versions[u]) for u in uris if u in counts
     ]
     keys = [s.key for s in shards]
     if len(set(keys)) != len(keys):
         raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
-    return RunPlan(infos, stride, shards, list(shards), [], failed, fp, tokenizers)
+    return RunPlan(
+        infos, stride, shards, list(shards), [], failed, fp, id_type=id_type, tokenizers=tokenizers
+    )
 
 
 def skip_committed(rp: RunPlan, out: OutputFolder) -> None:

@@ -19,13 +19,14 @@ class ReadSettings:
     text_column: str
     max_chars: int  # longer documents get status "error" (never truncated)
     docs_per_batch: int
+    id_type: str = "string"  # or "int64": the output's doc_id type (schemas.id_type)
 
 
 def document_columns(
     table: pa.Table,
     shard: str,
     settings: ReadSettings,
-    seen: dict[str, int] | None = None,
+    seen: dict[str | int, int] | None = None,
     first_row: int = 0,
 ) -> pa.Table:
     """Validate one block of a shard and turn it into the internal document columns.
@@ -34,76 +35,113 @@ def document_columns(
     that names the problem (never the text itself). ``seen`` maps each doc_id met so
     far in this shard to its row index (updated here); ``first_row`` is the shard row
     index of the block's first row. A repeated doc_id keeps its first row and every
-    later one gets status ``error`` naming that row.
+    later one gets status ``error`` naming that row. Ids come out as ``int64`` when
+    ``settings.id_type`` says so, as ``string`` otherwise.
     """
     n = table.num_rows
-    status = np.full(n, S.STATUS_OK, dtype=object)
-    error = np.full(n, None, dtype=object)
-    ids = _as_strings(table.column(settings.id_column))
-    bad_id = _invalid_utf8(ids)
-    if bad_id.any():
-        ids = pc.if_else(pa.array(bad_id), pa.scalar(None, pa.string()), ids)
-    text_col = table.column(settings.text_column)
-    if pa.types.is_null(text_col.type):  # all null: pandas writes all-None columns so
-        text_col = pa.nulls(n, pa.string())
-    if not is_string_type(text_col.type):
-        msg = (
-            f"text column {settings.text_column!r} has type {text_col.type} in shard "
-            f"{shard}, expected string"
-        )
-        status[:] = S.STATUS_ERROR
-        error[:] = msg
-        texts = pa.array([""] * n, pa.string())
-        lengths = np.zeros(n, dtype=np.int64)
-    else:
-        texts = _as_strings(text_col)
-        bad_text = _invalid_utf8(texts)
-        if bad_text.any():
-            texts = pc.if_else(pa.array(bad_text), pa.scalar(None, pa.string()), texts)
-        is_null = pc.is_null(texts).to_numpy(zero_copy_only=False)
-        lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
-        blank = pc.fill_null(pc.utf8_is_space(texts), False).to_numpy(zero_copy_only=False)
-        status[is_null | blank | (lengths == 0)] = S.STATUS_EMPTY
-        error[is_null] = "text is null"
-        too_long = lengths > settings.max_chars
-        status[too_long] = S.STATUS_ERROR
-        error[too_long] = [
-            f"text has {int(k)} characters, over the limit of {settings.max_chars} (--max-chars)"
-            for k in lengths[too_long]
-        ]
-        # Not valid UTF-8 (e.g. a lone surrogate written by a non-validating writer):
-        # the text cannot be decoded, so it is neither counted (0 characters) nor tokenized.
-        status[bad_text] = S.STATUS_ERROR
-        error[bad_text] = f"text column {settings.text_column!r} holds invalid UTF-8"
-        texts = pc.fill_null(texts, "")
-    if seen is not None:
-        for i, doc_id in enumerate(ids.to_pylist()):
-            if not doc_id:
-                continue
-            first = seen.setdefault(doc_id, first_row + i)
-            if first != first_row + i:
-                status[i] = S.STATUS_ERROR
-                error[i] = (
-                    f"duplicate {settings.id_column}: row {first} of this shard (counting "
-                    "from 0) has the same id"
-                )
-    id_null = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True).to_numpy(zero_copy_only=False)
-    status[id_null] = S.STATUS_ERROR
-    error[id_null] = f"{settings.id_column} is null or empty"
-    status[bad_id] = S.STATUS_ERROR
-    error[bad_id] = f"{settings.id_column} holds invalid UTF-8"
-    not_ok = status != S.STATUS_OK
+    rows = _RowStatus(np.full(n, S.STATUS_OK, dtype=object), np.full(n, None, dtype=object))
+    texts, lengths = _check_texts(table.column(settings.text_column), shard, settings, rows)
+    ids = _check_ids(table.column(settings.id_column), settings, rows, seen, first_row)
+    not_ok = rows.status != S.STATUS_OK
     if not_ok.any():
         texts = pc.if_else(pa.array(not_ok), "", texts)
     return pa.table(
         {
             S.DOC_ID: ids,
             S.TEXT_INTERNAL: texts,
-            S.STATUS_INTERNAL: pa.array(status, pa.string()),
-            S.ERROR_INTERNAL: pa.array(error, pa.string()),
+            S.STATUS_INTERNAL: pa.array(rows.status, pa.string()),
+            S.ERROR_INTERNAL: pa.array(rows.error, pa.string()),
             S.N_CHARS_INTERNAL: pa.array(lengths, pa.int64()),
         }
     )
+
+
+@dataclass
+class _RowStatus:
+    """Each row's status and message, set by the checks in order: a later check's
+    message replaces an earlier one's."""
+
+    status: np.ndarray
+    error: np.ndarray
+
+    def mark(self, rows: np.ndarray, status: str, message: object) -> None:
+        self.status[rows] = status
+        self.error[rows] = message
+
+
+def _check_texts(
+    col: pa.ChunkedArray, shard: str, settings: ReadSettings, rows: _RowStatus
+) -> tuple[pa.Array, np.ndarray]:
+    """The texts as ``string`` (null as "") and their lengths in characters; empty,
+    null, too long and undecodable texts marked."""
+    n = len(col)
+    if pa.types.is_null(col.type):  # all null: pandas writes all-None columns so
+        col = pa.nulls(n, pa.string())
+    if not is_string_type(col.type):
+        msg = (
+            f"text column {settings.text_column!r} has type {col.type} in shard "
+            f"{shard}, expected string"
+        )
+        rows.mark(np.ones(n, dtype=bool), S.STATUS_ERROR, msg)
+        return pa.array([""] * n, pa.string()), np.zeros(n, dtype=np.int64)
+    texts = _as_strings(col)
+    bad_text = _invalid_utf8(texts)
+    if bad_text.any():
+        texts = pc.if_else(pa.array(bad_text), pa.scalar(None, pa.string()), texts)
+    is_null = pc.is_null(texts).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    blank = pc.fill_null(pc.utf8_is_space(texts), False).to_numpy(zero_copy_only=False)
+    rows.status[is_null | blank | (lengths == 0)] = S.STATUS_EMPTY
+    rows.error[is_null] = "text is null"
+    too_long = lengths > settings.max_chars
+    rows.mark(
+        too_long,
+        S.STATUS_ERROR,
+        [
+            f"text has {int(k)} characters, over the limit of {settings.max_chars} (--max-chars)"
+            for k in lengths[too_long]
+        ],
+    )
+    # Not valid UTF-8 (e.g. a lone surrogate written by a non-validating writer):
+    # the text cannot be decoded, so it is neither counted (0 characters) nor tokenized.
+    rows.mark(bad_text, S.STATUS_ERROR, f"text column {settings.text_column!r} holds invalid UTF-8")
+    return pc.fill_null(texts, ""), lengths
+
+
+def _check_ids(
+    col: pa.ChunkedArray,
+    settings: ReadSettings,
+    rows: _RowStatus,
+    seen: dict[str | int, int] | None,
+    first_row: int,
+) -> pa.Array:
+    """The ids as the output's id type; repeated, missing and undecodable ids marked."""
+    if settings.id_type == "int64":
+        ids = _as_int64(col)
+        missing = pc.is_null(ids).to_numpy(zero_copy_only=False)
+        bad_id = np.zeros(len(ids), dtype=bool)
+    else:
+        ids = _as_strings(col)
+        bad_id = _invalid_utf8(ids)
+        if bad_id.any():
+            ids = pc.if_else(pa.array(bad_id), pa.scalar(None, pa.string()), ids)
+        empty = pc.equal(pc.utf8_length(ids), 0)
+        missing = pc.fill_null(empty, True).to_numpy(zero_copy_only=False)
+    if seen is not None:
+        for i, doc_id in enumerate(ids.to_pylist()):
+            if doc_id is None or doc_id == "":
+                continue
+            first = seen.setdefault(doc_id, first_row + i)
+            if first != first_row + i:
+                rows.mark(
+                    np.array([i]),
+                    S.STATUS_ERROR,
+                    f"duplicate {settings.id_column}: row {first} of this shard (counting "
+                    "from 0) has the same id",
+                )
+    rows.mark(missing, S.STATUS_ERROR, f"{settings.id_column} is null or empty")
+    rows.mark(bad_id, S.STATUS_ERROR, f"{settings.id_column} holds invalid UTF-8")
+    return ids
 
 
 def read_shard(shard: str, settings: ReadSettings) -> Iterator[pa.Table]:
@@ -111,7 +149,7 @@ def read_shard(shard: str, settings: ReadSettings) -> Iterator[pa.Table]:
     tagged with its shard and row index (the keys of exactly-once commit). Doc ids are
     checked for repeats across the whole shard; repeats across shards are the caller's."""
     row = 0
-    seen: dict[str, int] = {}  # doc_id → first row, over the whole shard
+    seen: dict[str | int, int] = {}  # doc_id → first row, over the whole shard
     for block in storage.iter_parquet_batches(
         shard, [settings.id_column, settings.text_column], settings.docs_per_batch
     ):
@@ -144,6 +182,14 @@ def _as_strings(col: pa.ChunkedArray) -> pa.Array:
     if not pa.types.is_string(arr.type):
         arr = pc.cast(arr, pa.string())
     return arr
+
+
+def _as_int64(col: pa.ChunkedArray) -> pa.Array:
+    """An integer id column as ``int64`` (dictionary decoded)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return pc.cast(arr, pa.int64())
 
 
 def _invalid_utf8(arr: pa.Array) -> np.ndarray:

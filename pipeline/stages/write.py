@@ -45,7 +45,7 @@ def entity_rows(batch: pa.Table) -> pa.Table:
             S.LABEL: flat.field(S.LABEL),
             S.SCORE: flat.field(S.SCORE),
         },
-        schema=S.entity_schema(),
+        schema=S.entity_schema(batch.column(S.DOC_ID).type),
     )
 
 
@@ -65,7 +65,7 @@ def embedding_rows(batch: pa.Table, dim: int) -> pa.Table:
             S.N_TOKENS: flat.field(S.N_TOKENS),
             S.EMBEDDING: flat.field(S.EMBEDDING),
         },
-        schema=S.embedding_schema(dim),
+        schema=S.embedding_schema(dim, batch.column(S.DOC_ID).type),
     )
 
 
@@ -97,7 +97,7 @@ def document_rows(batch: pa.Table, token_role: str | None, dim: int | None) -> p
             S.ERROR: batch.column(S.ERROR_INTERNAL),
             S.EMBEDDING: embedding,
         },
-        schema=S.document_schema(dim),
+        schema=S.document_schema(dim, batch.column(S.DOC_ID).type),
     )
 
 

@@ -209,4 +209,7 @@ def doc_id_columns(documents_uri: str) -> Iterator[tuple[str, pa.Array]]:
     for fragment in pads.dataset(path, format="parquet", filesystem=fs).get_fragments():
         ids = fragment.to_table(columns=["doc_id"]).column("doc_id").combine_chunks()
         key = posixpath.basename(fragment.path).removesuffix(".parquet")
-        yield key, ids.filter(pc.not_equal(ids, ""))  # a null compares null: dropped too
+        if pa.types.is_string(ids.type):
+            yield key, ids.filter(pc.not_equal(ids, ""))  # a null compares null: dropped too
+        else:  # integer ids
+            yield key, ids.drop_null()
