@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"config", "schemas", "types"},
     "models": {"config", "core", "schemas", "storage"},
     "stages": {"config", "core", "models", "schemas", "storage", "types"},
-    "evaluation": {"core", "schemas", "storage"},
+    "evaluation": {"core", "schemas", "storage", "types"},
     "training": {"config", "core", "evaluation", "models", "schemas", "stages", "storage", "types"},
     "execution": {"config", "core", "models", "schemas", "stages", "storage", "types"},
     "sample": {"config", "core", "evaluation", "models", "schemas", "storage", "training"},

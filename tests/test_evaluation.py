@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.evaluation.output import evaluate
 from pipeline.evaluation.scoring import Counts, EvalReport, score_spans
 from pipeline.schemas import document_schema, entity_schema
 
@@ -273,10 +274,12 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
     # Without --gold-docs the set is gold docs (d1-d4) + pred documents (d1, d3, d5): 5 docs,
     # so d4's gold is a miss and d5's pred a false positive: strict tp 2, fp 2, fn 3.
+    # In process, as a notebook calls it: the result is what the JSON file holds.
     other = tmp_path / "other.json"
-    res = _run_cli("--pred", str(pred), "--gold-entities", str(gold), "--json", str(other))
-    assert res.returncode == 0, res.stderr
+    result = evaluate(str(pred), str(gold), json_uri=str(other))
     out = json.loads(other.read_text())
+    assert result.report == out and result.json_uri == str(other)
+    assert "ALL (micro)" in result.table
     assert out["counts"]["n_docs"] == 5
     s = out["strict"]["micro"]
     assert (s["tp"], s["fp"], s["fn"]) == (2, 2, 3)
