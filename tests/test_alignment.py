@@ -23,7 +23,7 @@ from pipeline.training.alignment import (
     labels_to_spans,
     window_labels,
 )
-from pipeline.training.finetune import ROLE, tokenize_docs
+from pipeline.training.data import ROLE, tokenize_docs
 
 LABELS = bio_labels(["Disease", "Chemical"])
 LABEL2ID = {v: k for k, v in enumerate(LABELS)}

@@ -19,7 +19,7 @@ from tiny_models import CHEM_B, DISEASE_B, DISEASE_I, PLAIN, write_random_ner
 from pipeline import schemas as S
 from pipeline.evaluation.scoring import score_spans
 from pipeline.storage import files as storage
-from pipeline.training.finetune import epoch_batches, random_crops
+from pipeline.training.data import epoch_batches, random_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 16  # tokens per window: most documents span several windows
