@@ -10,6 +10,7 @@ import pytest
 from pipeline.core.spans import (
     WHITESPACE,
     LabelScheme,
+    TokenPredictions,
     aggregate_words,
     decode_documents,
     decode_spans,
@@ -22,17 +23,15 @@ BIO = {0: "O", 1: "B-Dis", 2: "I-Dis", 3: "B-Chem", 4: "I-Chem"}
 
 def _decode(labels, scores, words, offsets, text, strategy="first", id2label=BIO, probs=None):
     offsets = np.asarray(offsets)
-    return decode_spans(
+    pred = TokenPredictions(
         np.asarray(labels),
         np.asarray(scores, dtype=np.float32),
         np.asarray(words),
         offsets[:, 0],
         offsets[:, 1],
-        LabelScheme.from_id2label(id2label),
-        strategy,
-        text,
         probs,
     )
+    return decode_spans(pred, LabelScheme.from_id2label(id2label), strategy, text)
 
 
 TEXT = "acute renal failure and aspirin"
@@ -259,15 +258,16 @@ def test_documents_decoded_together_are_decoded_as_each_alone(strategy):
                 label[0] = label[-1] = 2
             preds.append((label, probs.max(1), probs))
         alone = [
-            decode_spans(lab, sc, w, st, en, scheme, strategy, text, pr)
+            decode_spans(TokenPredictions(lab, sc, w, st, en, pr), scheme, strategy, text)
             for (text, st, en, w), (lab, sc, pr) in zip(docs, preds)
         ]
         cat = lambda i, xs: np.concatenate([x[i] for x in xs])  # noqa: E731
         bounds = np.cumsum([0] + [len(d[1]) for d in docs])
-        spans, counts = decode_documents(
-            cat(0, preds), cat(1, preds), cat(3, docs), cat(1, docs), cat(2, docs), bounds,
-            [d[0] for d in docs], scheme, strategy, np.concatenate([p[2] for p in preds]),
+        pred = TokenPredictions(
+            cat(0, preds), cat(1, preds), cat(3, docs), cat(1, docs), cat(2, docs),
+            np.concatenate([p[2] for p in preds]),
         )  # fmt: skip
+        spans, counts = decode_documents(pred, bounds, [d[0] for d in docs], scheme, strategy)
         assert counts.tolist() == [len(a) for a in alone]
         for field in ("start", "end", "tag", "score"):
             want = np.concatenate([getattr(a, field) for a in alone])

@@ -52,10 +52,18 @@ for _ in range(3):
             docs = list(range(g, min(g + GROUP, len(texts))))
             cat = lambda xs, docs=docs: np.concatenate([xs[d] for d in docs])  # noqa: E731
             bounds = np.cumsum([0] + [len(ids[d]) for d in docs])
-            spans, counts = spans_module.decode_documents(
-                cat([p[0] for p in preds]), cat([p[1] for p in preds]), cat(words),
-                cat(starts), cat(ends), bounds, [texts[d] for d in docs], scheme, "first",
-            )  # fmt: skip
+            arrays = (cat([p[0] for p in preds]), cat([p[1] for p in preds]), cat(words),
+                      cat(starts), cat(ends))  # fmt: skip
+            doc_texts = [texts[d] for d in docs]
+            if hasattr(spans_module, "TokenPredictions"):  # since 2026-12-02: one argument
+                pred = spans_module.TokenPredictions(*arrays)
+                spans, counts = spans_module.decode_documents(
+                    pred, bounds, doc_texts, scheme, "first"
+                )
+            else:
+                spans, counts = spans_module.decode_documents(
+                    *arrays, bounds, doc_texts, scheme, "first"
+                )
             decoded.append((docs, spans, counts))
         arr = ner.entities_column(decoded, len(texts), scheme.tags)
     elif hasattr(ner, "entities_column"):

@@ -122,6 +122,19 @@ def _maybe_mark(codes: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TokenPredictions:
+    """The model's label for each token of one document, or of several laid end to end,
+    with where each token sits in its document's text."""
+
+    label: np.ndarray  # label id per token
+    score: np.ndarray  # the label's probability
+    word_ids: np.ndarray  # word of each token within its document
+    starts: np.ndarray  # character offsets in its document's text, end exclusive
+    ends: np.ndarray
+    probs: np.ndarray | None = None  # (tokens, labels): only the average strategy needs them
+
+
+@dataclass(frozen=True)
 class Spans:
     """Entities of one document, or of several one after the other: character offsets
     in their document's text (end exclusive), entity type (an index into ``tags``),
@@ -200,17 +213,7 @@ def aggregate_words(
     raise ValueError(f"unknown aggregation strategy {strategy!r}")
 
 
-def decode_spans(
-    token_label: np.ndarray,
-    token_score: np.ndarray,
-    word_ids: np.ndarray,
-    tok_starts: np.ndarray,
-    tok_ends: np.ndarray,
-    scheme: LabelScheme,
-    strategy: str,
-    text: str,
-    probs: np.ndarray | None = None,
-) -> Spans:
+def decode_spans(pred: TokenPredictions, scheme: LabelScheme, strategy: str, text: str) -> Spans:
     """Group a document's token predictions into entity spans.
 
     Consecutive units of the same type join one entity unless a unit begins one
@@ -218,25 +221,17 @@ def decode_spans(
     mean of its units' scores; ``O`` groups are dropped. Offsets are characters of
     ``text``, trimmed as :func:`trim_span` says.
     """
-    bounds = np.array([0, len(token_label)])
-    spans, _ = decode_documents(
-        token_label, token_score, word_ids, tok_starts, tok_ends, bounds, [text], scheme,
-        strategy, probs,
-    )  # fmt: skip
+    bounds = np.array([0, len(pred.label)])
+    spans, _ = decode_documents(pred, bounds, [text], scheme, strategy)
     return spans
 
 
 def decode_documents(
-    token_label: np.ndarray,
-    token_score: np.ndarray,
-    word_ids: np.ndarray,
-    tok_starts: np.ndarray,
-    tok_ends: np.ndarray,
+    pred: TokenPredictions,
     bounds: np.ndarray,
     texts: list[str],
     scheme: LabelScheme,
     strategy: str,
-    probs: np.ndarray | None = None,
 ) -> tuple[Spans, np.ndarray]:
     """:func:`decode_spans` over several documents in one go: their token arrays are
     concatenated, document ``i`` owning tokens ``bounds[i]:bounds[i + 1]`` (its own word
@@ -244,7 +239,8 @@ def decode_documents(
     the number of entities of each. Decoding documents one by one cost more in numpy's
     per-call overhead than in the tokens themselves."""
     n_docs = len(texts)
-    n = len(token_label)
+    n = len(pred.label)
+    tok_starts, tok_ends = pred.starts, pred.ends
     if n == 0:
         empty = np.zeros(0, np.int32)
         spans = Spans(empty, empty, empty, scheme.tags, np.zeros(0, np.float32))
@@ -255,7 +251,7 @@ def decode_documents(
     pieces = np.zeros(n, dtype=bool)
     pieces[1:] = (tok_starts[1:] == tok_starts[:-1]) & (tok_ends[1:] == tok_ends[:-1])
     label, score, first_tok, last_tok = aggregate_words(
-        token_label, token_score, word_ids, strategy, probs, doc_first, pieces
+        pred.label, pred.score, pred.word_ids, strategy, pred.probs, doc_first, pieces
     )
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)

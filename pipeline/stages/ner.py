@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline import schemas as S
 from pipeline.config import EncoderScheduling, NerSettings
-from pipeline.core.spans import LabelScheme, Spans, decode_documents
+from pipeline.core.spans import LabelScheme, Spans, TokenPredictions, decode_documents
 from pipeline.core.windows import WindowPlan
 from pipeline.stages.tokenize import column_arrays
 
@@ -89,11 +89,11 @@ class NerStage:
             cat = lambda xs: np.concatenate([xs[d] for d in docs])  # noqa: E731
             bounds = np.zeros(len(docs) + 1, dtype=np.int64)
             np.cumsum([len(ids[d]) for d in docs], out=bounds[1:])
-            spans, counts = decode_documents(
-                label, score, cat(words), cat(starts), cat(ends), bounds,
-                [texts[d] for d in docs], self.scheme, self.aggregation,
-                probs[0] if probs else None,
-            )  # fmt: skip
+            pred = TokenPredictions(
+                label, score, cat(words), cat(starts), cat(ends), probs[0] if probs else None
+            )
+            doc_texts = [texts[d] for d in docs]
+            spans, counts = decode_documents(pred, bounds, doc_texts, self.scheme, self.aggregation)
             decoded.append((docs, spans, counts))
 
         self.encoder.run(ids, plan, self._reduce, self._forward, on_docs=decode)

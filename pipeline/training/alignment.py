@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.core.spans import LabelScheme, Spans, decode_spans
+from pipeline.core.spans import LabelScheme, Spans, TokenPredictions, decode_spans
 
 OUTSIDE = "O"
 IGNORE = -100  # label id that the loss skips (special tokens, padding)
@@ -133,13 +133,11 @@ def labels_to_spans(
     """Token label ids back to character spans, with the annotate job's decoder (every
     token's score is 1)."""
     token_labels = np.asarray(token_labels, dtype=np.int64)
-    return decode_spans(
+    pred = TokenPredictions(
         token_labels,
         np.ones(len(token_labels), dtype=np.float32),
         np.asarray(word_ids),
         np.asarray(tok_starts),
         np.asarray(tok_ends),
-        LabelScheme.from_id2label(id2label),
-        strategy,
-        text,
     )
+    return decode_spans(pred, LabelScheme.from_id2label(id2label), strategy, text)
