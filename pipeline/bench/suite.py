@@ -62,11 +62,7 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
     corpus = B.prepare_corpus(docs, embed_dir, s)
     rows: list[dict[str, Any]] = []
     checks: dict[str, Any] = {}
-    if req.baselines:
-        hf, hf_entities = C.hf_pipeline_row(corpus, ner_dir, s, req.baseline_dtype)
-        st, st_vectors = C.st_row(corpus, embed_dir, s, req.baseline_dtype)
-        rows += [hf, st]
-        gc.collect()  # the pipeline's objects hold cycles; free its model before ours load
+    baselines = _baseline_rows(req, corpus, ner_dir, embed_dir, s, rows)
     entities, vectors = {}, {}
     for dtype in req.dtypes:
         r, entities[dtype] = C.stage_row("ner", corpus, ner_dir, s, dtype)
@@ -81,15 +77,8 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
     both = B.Clock(ner_row["wall_s"] + embed_row["wall_s"], ner_row["cpu_s"] + embed_row["cpu_s"])
     rows.append(B.row("ours in process: NER + embedding (sum)", base, corpus, both, None))
     single = corpus.single_window_docs()
-    single_windows = np.flatnonzero(np.isin(corpus.windows.doc, single))
-    if req.baselines:
-        checks["ner_vs_pipeline"] = _by_windows(entities[base], hf_entities, set(single.tolist()))
-        checks["embed_vs_sentence_transformers"] = {
-            "single_window_docs": B.cosine_agreement(vectors[base], st_vectors, single_windows),
-            "all_windows": B.cosine_agreement(
-                vectors[base], st_vectors, np.arange(len(st_vectors))
-            ),
-        }
+    if baselines is not None:
+        checks |= _baseline_checks(corpus, entities[base], vectors[base], *baselines)
     checks["tokens_counted_alike"] = all(r.get("tokens_match", True) for r in rows)
     for dtype in req.dtypes:
         if dtype != base:
@@ -98,23 +87,11 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
                 vectors[dtype], vectors[base], np.arange(len(vectors[base]))
             )
     if not req.skip_ray:
-        from pipeline.bench.ray_rows import ray_row
-
-        (req.workdir / "ray").mkdir(parents=True, exist_ok=True)
-        try:
-            r, ray_entities, ray_vectors = ray_row(
-                corpus, ner_dir, embed_dir, s, base, req.workdir / "ray"
-            )
-        except RuntimeError as exc:  # the other rows still stand; the failure is reported
-            checks["ray_error"] = str(exc)[-2000:]
-        else:
-            rows.append(r)
-            checks["ray_vs_in_process"] = {
-                "entities": B.entity_agreement(ray_entities, entities[base]),
-                "vectors": B.cosine_agreement(
-                    ray_vectors, vectors[base], np.arange(len(ray_vectors))
-                ),
-            }
+        ray, ray_checks = _ray_checks(
+            req, corpus, (ner_dir, embed_dir), s, base, (entities[base], vectors[base])
+        )
+        rows += [ray] if ray else []
+        checks |= ray_checks
     _add_ratios(rows)
     _add_mfu(rows)
     return {
@@ -136,6 +113,60 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
         "checks": checks,
         "targets": targets(rows, checks, corpus.docs.num_rows, req.baseline_dtype),
     }
+
+
+def _baseline_rows(
+    req: BenchRequest, corpus: Any, ner_dir: str, embed_dir: str, s: Any, rows: list
+) -> tuple[Any, Any] | None:
+    """The transformers pipeline and sentence-transformers rows (appended to ``rows``);
+    their entities and vectors, or None without baselines."""
+    if not req.baselines:
+        return None
+    hf, hf_entities = C.hf_pipeline_row(corpus, ner_dir, s, req.baseline_dtype)
+    st, st_vectors = C.st_row(corpus, embed_dir, s, req.baseline_dtype)
+    rows += [hf, st]
+    gc.collect()  # the pipeline's objects hold cycles; free its model before ours load
+    return hf_entities, st_vectors
+
+
+def _baseline_checks(
+    corpus: Any, entities: Any, vectors: np.ndarray, hf_entities: Any, st_vectors: np.ndarray
+) -> dict[str, Any]:
+    single = corpus.single_window_docs()
+    single_windows = np.flatnonzero(np.isin(corpus.windows.doc, single))
+    return {
+        "ner_vs_pipeline": _by_windows(entities, hf_entities, set(single.tolist())),
+        "embed_vs_sentence_transformers": {
+            "single_window_docs": B.cosine_agreement(vectors, st_vectors, single_windows),
+            "all_windows": B.cosine_agreement(vectors, st_vectors, np.arange(len(st_vectors))),
+        },
+    }
+
+
+def _ray_checks(
+    req: BenchRequest,
+    corpus: Any,
+    model_dirs: tuple[str, str],
+    s: Any,
+    base: str,
+    reference: tuple[Any, np.ndarray],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The whole job on local Ray (NER and embedding models ``model_dirs``): its row, and
+    its agreement with the in-process stages' entities and vectors (``reference``); a
+    failure is reported and the other rows still stand."""
+    from pipeline.bench.ray_rows import ray_row
+
+    (req.workdir / "ray").mkdir(parents=True, exist_ok=True)
+    try:
+        r, ray_entities, ray_vectors = ray_row(corpus, *model_dirs, s, base, req.workdir / "ray")
+    except RuntimeError as exc:
+        return None, {"ray_error": str(exc)[-2000:]}
+    entities, vectors = reference
+    agreement = {
+        "entities": B.entity_agreement(ray_entities, entities),
+        "vectors": B.cosine_agreement(ray_vectors, vectors, np.arange(len(ray_vectors))),
+    }
+    return r, {"ray_vs_in_process": agreement}
 
 
 def _find(rows: list[dict[str, Any]], name: str, dtype: str) -> dict[str, Any]:

@@ -68,13 +68,14 @@ def build_windows(
     labels: list[np.ndarray],
     window: int,
     stride: int,
-    prefix: list[int],
-    suffix: list[int],
+    special: tuple[list[int], list[int]],
     crops: int = 0,
     rng: np.random.Generator | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Input ids and label ids of every window, laid out as the job feeds them, then
-    ``crops`` random windows per document (see ``random_crops``)."""
+    ``crops`` random windows per document (see ``random_crops``), each between the
+    tokenizer's ``special`` (prefix, suffix) tokens."""
+    prefix, suffix = special
     ids = column_arrays(batch, S.tokens_column(ROLE, S.TOKEN_IDS))
     lengths = [len(x) for x in ids]
     plan = WindowPlan.build(lengths, window, stride)

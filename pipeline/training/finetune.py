@@ -114,7 +114,7 @@ def prepare(cfg: FinetuneConfig, sched: TrainScheduling) -> _Prepared:
     _count_orphans(train_report, train_orphans)
     _count_orphans(dev_report, dev_orphans)
     x, y = build_windows(
-        train_batch, train_labels, window, cfg.stride, prefix, suffix, cfg.random_crops,
+        train_batch, train_labels, window, cfg.stride, (prefix, suffix), cfg.random_crops,
         seeded(cfg.seed, 7),
     )  # fmt: skip
     if len(x) < sched.num_workers:
