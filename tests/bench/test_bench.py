@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
-from test_stages import sentence
+from support import tiny_models as tm
+from support.documents import sentence
 
 from jobs import bench
 from pipeline.bench import harness as B

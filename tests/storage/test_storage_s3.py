@@ -8,7 +8,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from s3_server import SeaweedS3
+from support.s3_server import SeaweedS3
 
 from pipeline import schemas
 from pipeline.storage import files as storage
@@ -127,13 +127,13 @@ def test_written_file_is_visible_at_once(s3_env: str, name: str) -> None:
 def test_an_overwrite_is_promoted_on_s3_with_nothing_old_left(s3_env: str) -> None:
     """The file-by-file swap on a real object store: bulk delete of the old files,
     copy-and-delete moves, single files (run.json) listed like folders."""
-    from test_commit import _assert_only_new, _old_and_new
+    from support.outputs import assert_only_new, old_and_new
 
     from pipeline.storage.output import OutputFolder
 
-    _old_and_new(s3_env)
+    old_and_new(s3_env)
     OutputFolder(s3_env).promote_next()
-    _assert_only_new(s3_env, folders_too=False)
+    assert_only_new(s3_env, folders_too=False)
 
 
 def test_a_shard_rewritten_on_s3_gets_another_version(s3_env: str) -> None:

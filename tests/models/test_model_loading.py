@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-import tiny_models as tm
+from support import tiny_models as tm
 
 from pipeline.models import loading as models
 

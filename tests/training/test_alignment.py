@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from family_models import roberta_tokenizer
-from tiny_models import CHEM_B, CHEM_I, DISEASE_B, DISEASE_I, PLAIN, write_tokenizer
+from support.family_models import roberta_tokenizer
+from support.tiny_models import CHEM_B, CHEM_I, DISEASE_B, DISEASE_I, PLAIN, write_tokenizer
 
 from pipeline import schemas as S
 from pipeline.core.windows import WindowPlan, window_starts

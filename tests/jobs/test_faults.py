@@ -14,7 +14,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
-from job_helpers import ROOT, read_run, read_table
-from job_helpers import run_job as run_job_once
-from ray_cluster import RayNode, kill_session, session_pids, start_cluster
-from test_stages import sentence
+from support import tiny_models as tm
+from support.documents import sentence
+from support.job_helpers import RAY_START_FAILED, end_session, read_run, read_table, start_job, tail
+from support.job_helpers import run_job as run_job_once
+from support.ray_cluster import RayNode, kill_session, session_pids, start_cluster
 
 from pipeline.storage import files as storage
 
@@ -68,11 +67,6 @@ def corpus(tmp_path_factory):
         "ner": str(oracle),
         "embed": str(encoder),
     }
-
-
-# Ray's own start-up gives its raylet 30 s to register; on a loaded machine it
-# sometimes does not, before the job has done anything. Such a run is started again.
-RAY_START_FAILED = "The current node timed out during startup"
 
 
 def run_job(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -130,39 +124,6 @@ def committed(out: str) -> int:
     return sum(1 for f in storage.list_files(storage.join(out, "_commits")) if f.endswith(".json"))
 
 
-def start_job(args: list[str], logs: Path, env: dict[str, str] | None = None):
-    """Start the CLI in its own session; stdout and stderr go to files under ``logs``."""
-    logs.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "RAY_DEDUP_LOGS": "0", **(env or {})}
-    with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobs.annotate", *args],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-
-
-def run_in_session(
-    args: list[str], logs: Path, env: dict[str, str] | None = None, timeout_s: float = 600
-) -> int | None:
-    """Run the job in its own session (again, if Ray itself failed to start); return its
-    exit status, or None if it ran past ``timeout_s``. Nothing it started is left."""
-    for _ in range(2):
-        proc = start_job(args, logs, env)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            rc = None
-        finally:
-            end_session(proc)
-        if rc == 0 or RAY_START_FAILED not in tail(logs):
-            break
-    return rc
-
-
 def launch_until(
     args: list[str], logs: Path, ready: Callable[[int], bool], env: dict[str, str] | None = None
 ) -> subprocess.Popen:
@@ -213,17 +174,6 @@ def wait_for_new(find: Callable[[], int | None], old: int, proc: subprocess.Pope
             return True
         time.sleep(0.1)
     return False
-
-
-def end_session(proc: subprocess.Popen) -> None:
-    """Kill the job if it still runs, and whatever it started (Ray's processes too)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    kill_session(proc.pid)
-
-
-def tail(logs: Path, chars: int = 3000) -> str:
-    return (logs / "stderr").read_text(errors="replace")[-chars:]
 
 
 def wait_session_gone(sid: int, timeout_s: float) -> list[str]:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from ray_head import RAY_BIN, RayHead, start_ray_head
+from support.ray_head import RAY_BIN, RayHead, start_ray_head
 
 from pipeline.orchestrate import submit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ANNOTATE = REPO / "jobs" / "annotate.py"
 
 

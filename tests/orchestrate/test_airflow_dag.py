@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_head import RayHead, start_ray_head
+from support.ray_head import RayHead, start_ray_head
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("airflow") is None, reason="Airflow not installed (.[airflow])"
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "jobs" / "dags"
 ANNOTATE = REPO / "jobs" / "annotate.py"
 AIRFLOW = Path(sys.executable).with_name("airflow")

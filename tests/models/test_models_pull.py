@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiny_models as tm
-from family_models import write_sentence_transformers
-from job_helpers import ROOT
+from support import tiny_models as tm
+from support.family_models import write_sentence_transformers
+from support.job_helpers import ROOT
 
 from pipeline.config import ModelSpec
 from pipeline.execution.plan import resolve_model

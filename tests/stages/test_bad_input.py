@@ -15,26 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
-from job_helpers import read_run, read_table, run_job
-from test_stages import sentence
+from support import tiny_models as tm
+from support.documents import sentence, unchecked_strings, wtf8
+from support.job_helpers import read_run, read_table, run_job
 
 from pipeline.stages.read import ReadSettings, document_columns, read_shard
 
 SETTINGS = ReadSettings("doc_id", "text", max_chars=1_000_000, docs_per_batch=1000)
 BIG = 5_000_000  # characters: a 5 MB document, over the default --max-chars
-
-
-def wtf8(text: str) -> bytes:
-    """``text`` with lone surrogates encoded as three bytes each, as non-validating
-    writers (WTF-8/CESU-8) do; pyarrow refuses such a Python str outright."""
-    return text.encode("utf-8", "surrogatepass")
-
-
-def unchecked_strings(values: list[bytes | None]) -> pa.Array:
-    """A ``string`` array holding arbitrary bytes, without UTF-8 validation."""
-    raw = pa.array(values, pa.binary())
-    return pa.Array.from_buffers(pa.string(), len(raw), raw.buffers(), raw.null_count)
 
 
 def validate(ids: list, texts, settings: ReadSettings = SETTINGS) -> list[dict]:
@@ -173,7 +161,7 @@ ARABIC = "المريض aspirin مع sepsis"
 EMOJI = "😀 sepsis 🩺 heparin 👍🏽 anemia"
 CONTROL = "\x00aspirin\x07 was given\x1b for asthma\r\n\x0b"
 SPECIAL = {"cjk": CJK, "arabic": ARABIC, "emoji": EMOJI, "control": CONTROL}
-# Entity words the oracle labels, by construction of these texts (tests/tiny_models.py).
+# Entity words the oracle labels, by construction of these texts (tests/support/tiny_models.py).
 WANT_LABEL = {"asthma": "Disease", "sepsis": "Disease", "anemia": "Disease"}
 WANT_LABEL |= {"aspirin": "Chemical", "heparin": "Chemical"}
 

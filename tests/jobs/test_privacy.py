@@ -14,11 +14,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
 import torch
-from job_helpers import read_run
-from test_bad_input import unchecked_strings, wtf8
-from test_faults import run_in_session, tail
+from support import tiny_models as tm
+from support.documents import unchecked_strings, wtf8
+from support.job_helpers import read_run, run_in_session, tail
 from transformers import BertModel
 
 from pipeline.storage import files as storage

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from family_models import (
+from support.documents import docs, embed, run_ner
+from support.family_models import (
     FAMILIES,
     corpus_sentence,
     modernbert_tokenizer,
@@ -26,8 +27,7 @@ from family_models import (
     write_oracle,
     write_sentence_transformers,
 )
-from job_helpers import read_run, read_table, run_job
-from test_stages import docs, embed, run_ner
+from support.job_helpers import read_run, read_table, run_job
 
 from pipeline import schemas as S
 from pipeline.config import EmbedSettings, EncoderScheduling, ModelSpec, NerSettings

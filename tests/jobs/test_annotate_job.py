@@ -8,9 +8,9 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
-from job_helpers import read_run, read_table, run_job
-from test_stages import run_ner, sentence
+from support import tiny_models as tm
+from support.documents import run_ner, sentence
+from support.job_helpers import read_run, read_table, run_job
 
 pytestmark = pytest.mark.slow
 

@@ -5,59 +5,16 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pyarrow as pa
 import pytest
-import tiny_models as tm
+from support.documents import docs, embed, run_ner, sentence
 from transformers import pipeline as hf_pipeline
 
 from pipeline import schemas as S
 from pipeline.config import EmbedSettings, EncoderScheduling, NerSettings
 from pipeline.stages.embed import EmbedStage
 from pipeline.stages.ner import NerStage
-from pipeline.stages.read import ReadSettings, document_columns
 from pipeline.stages.tokenize import Tokenize
-from pipeline.stages.write import document_rows, embedding_rows, entity_rows
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "random": str(tm.write_random_ner(root / "random", seed=3)),
-        "oracle": str(tm.write_oracle_ner(root / "oracle")),
-        "oracle_cased": str(tm.write_oracle_ner(root / "oracle_cased", lowercase=False)),
-        "encoder": str(tm.write_random_encoder(root / "encoder", seed=5)),
-    }
-
-
-def docs(texts: list) -> pa.Table:
-    table = pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
-    return document_columns(table, "shard", ReadSettings("doc_id", "text", 10**6, 1000))
-
-
-def run_ner(model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512):
-    batch = Tokenize.of_model("ner", model_dir)(docs(texts))
-    stage = NerStage(
-        NerSettings(model_dir, max_length, stride, "float32", aggregation=aggregation),
-        EncoderScheduling(batch_tokens),
-    )
-    return entity_rows(stage(batch)).to_pylist()
-
-
-def sentence(rng: random.Random, n_words: int) -> str:
-    words = tm.PLAIN + tm.DISEASE_B + tm.DISEASE_I + tm.CHEM_B + tm.CHEM_I
-    out = []
-    for _ in range(n_words):
-        w = rng.choice(words)
-        r = rng.random()
-        if r < 0.1:
-            w += rng.choice(["s", "ed", "itis", "ol"])  # split into subword tokens
-        elif r < 0.15:
-            w = w.capitalize()
-        out.append(w)
-        if rng.random() < 0.1:
-            out.append(rng.choice([",", ".", "(", ")", "5", "%"]))
-    return " ".join(out)
+from pipeline.stages.write import document_rows, embedding_rows
 
 
 @pytest.mark.parametrize("aggregation", ["first", "average", "max", "simple"])
@@ -138,15 +95,6 @@ def test_ner_only_documents_count_the_ner_windows(model_dirs):
     want = [0 if n == 0 else 1 if n <= 6 else -(-(n - 6) // 4) + 1 for n in n_tokens]
     assert max(n_tokens) > 12  # some documents need several windows
     assert rows.column(S.N_CHUNKS).to_pylist() == want
-
-
-def embed(model_dir, texts, max_length=32, stride=8, batch_tokens=512, pooling="mean"):
-    batch = Tokenize.of_model("embed", model_dir)(docs(texts))
-    stage = EmbedStage(
-        EmbedSettings(model_dir, max_length, stride, "float32", pooling=pooling),
-        EncoderScheduling(batch_tokens),
-    )
-    return stage(batch)
 
 
 def test_a_text_embedded_alone_equals_the_same_text_in_a_padded_batch(model_dirs):

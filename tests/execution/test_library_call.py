@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-import tiny_models as tm
-from test_stages import sentence
+from support import tiny_models as tm
+from support.documents import sentence
 
 from pipeline import AnnotateConfig, InputError, ModelSpec, Scheduling, annotate
 from pipeline.storage import files as storage

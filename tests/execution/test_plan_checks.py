@@ -9,7 +9,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiny_models as tm
+from support import tiny_models as tm
 
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec

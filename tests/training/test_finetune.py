@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file
-from tiny_models import CHEM_B, DISEASE_B, DISEASE_I, PLAIN, write_random_ner
+from support.tiny_models import CHEM_B, DISEASE_B, DISEASE_I, PLAIN, write_random_ner
 
 from pipeline import schemas as S
 from pipeline.evaluation.scoring import score_spans
 from pipeline.storage import files as storage
 from pipeline.training.data import epoch_batches, random_crops
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 16  # tokens per window: most documents span several windows
 PROCEDURES = ["exam", "study", "blood pressure"]
 

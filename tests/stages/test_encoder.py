@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_stages import docs, model_dirs, run_ner, sentence  # noqa: F401  (fixture)
+from support.documents import docs, run_ner, sentence
 
 from pipeline.config import EmbedSettings, EncoderScheduling, NerSettings
 from pipeline.core.windows import WindowPlan

@@ -21,8 +21,8 @@ from pipeline.evaluation.output import evaluate
 from pipeline.evaluation.scoring import Counts, EvalReport, score_spans
 from pipeline.schemas import document_schema, entity_schema
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 Span = tuple[str, int, int, str]
 

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import family_models as fm
 import numpy as np
 import pyarrow as pa
 import pytest
+from support import family_models as fm
 
 from pipeline import schemas as S
 from pipeline.execution.plan import tokenizer_groups
@@ -145,7 +145,7 @@ def test_a_model_without_a_tokenizer_stops_the_plan_before_any_work(tmp_path) ->
     """A folder without tokenizer files loads in transformers as an empty tokenizer that
     maps every word to [UNK]; the driver refuses it while planning, before Ray starts."""
     import pyarrow.parquet as pq
-    import tiny_models as tm
+    from support import tiny_models as tm
 
     from pipeline.config import AnnotateConfig, ModelSpec
     from pipeline.execution.plan import make_plan

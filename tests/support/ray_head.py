@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from ray_cluster import session_pids
+
+from support.ray_cluster import session_pids
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from job_helpers import read_run, read_table, run_job
+from support.job_helpers import read_run, read_table, run_job
 
 from pipeline import schemas as S
 from pipeline.sample.demo_model import CORPUS_DIR, DEMO_DIR, MARKER
