@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile each encoder: on a GPU 5-15%% faster stages, for 20-40 s more at "
+        help="torch.compile each encoder: on a GPU 2-12%% faster stages, for 20-40 s more at "
         "each actor start (measured on an H100 and an H200, BERT-base)",
     )
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")

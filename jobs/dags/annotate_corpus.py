@@ -6,8 +6,10 @@ Where things come from (never from this file):
   with ``port``) or extra ``address``; ``password`` = the cluster's auth token when it runs
   with ``RAY_AUTH_MODE=token``; extra ``runtime_env`` (dict), e.g. a ``working_dir`` or
   ``py_modules`` when the cluster's image lacks this project; extra ``verify`` (TLS).
-* inputs of scheduled runs: Variables ``annotate_input_uri`` and ``annotate_output_root``;
-  a manual run may pass ``input_uri`` / ``output_uri`` and the other params as conf.
+* inputs of scheduled runs: Variables ``annotate_input_uri`` and ``annotate_output_root``,
+  and the models: Variables ``annotate_ner_model`` and/or ``annotate_embed_model``; a manual
+  run may pass ``input_uri`` / ``output_uri`` / ``ner_model`` / ``embed_model`` and the other
+  params as conf (a param wins over its Variable).
 
 The output of a run defaults to ``<output_root>/<logical date>``, so rerunning a date
 resumes the same output (the job skips shards already committed).
@@ -22,6 +24,7 @@ Importing this file loads neither Ray nor torch: the DAG processor parses it oft
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import BaseOperator, Connection, Context, Param, Variable, dag
@@ -64,6 +67,43 @@ def _run_date(context: Context) -> str:
     return when.date().isoformat()
 
 
+def job_options(
+    params: dict[str, Any], run_date: str, variable: Callable[..., Any]
+) -> dict[str, Any]:
+    """The job's flags from the run's params, falling back to Variables; fails before submitting.
+
+    ``variable`` is ``Variable.get`` (called as ``variable(key, default=None)``).
+    """
+    from pipeline.storage import files as storage
+
+    def pick(param: str, var: str) -> Any:
+        return params.get(param) or variable(var, default=None)
+
+    input_uri = pick("input_uri", "annotate_input_uri")
+    if not input_uri:
+        raise ValueError("no input: set param input_uri or Variable annotate_input_uri")
+    output_uri = params.get("output_uri")
+    if not output_uri:
+        root = variable("annotate_output_root", default=None)
+        if not root:
+            raise ValueError("no output: set param output_uri or Variable annotate_output_root")
+        output_uri = storage.join(root, run_date)
+    ner_model = pick("ner_model", "annotate_ner_model")
+    embed_model = pick("embed_model", "annotate_embed_model")
+    if not (ner_model or embed_model):
+        raise ValueError(
+            "no model: set param ner_model and/or embed_model, "
+            "or Variable annotate_ner_model and/or annotate_embed_model"
+        )
+    return {
+        "input": input_uri,
+        "output": output_uri,
+        "ner_model": ner_model,
+        "embed_model": embed_model,
+        **(params.get("job_options") or {}),
+    }
+
+
 class RayAnnotateOperator(BaseOperator):
     """Submit (or reattach to) ``python -m jobs.annotate`` on Ray, follow it, summarise it."""
 
@@ -79,22 +119,8 @@ class RayAnnotateOperator(BaseOperator):
         from pipeline.storage import files as storage
 
         params = context["params"]
-        input_uri = params.get("input_uri") or Variable.get("annotate_input_uri", default=None)
-        if not input_uri:
-            raise ValueError("no input: set param input_uri or Variable annotate_input_uri")
-        output_uri = params.get("output_uri")
-        if not output_uri:
-            root = Variable.get("annotate_output_root", default=None)
-            if not root:
-                raise ValueError("no output: set param output_uri or Variable annotate_output_root")
-            output_uri = storage.join(root, _run_date(context))
-        options = {
-            "input": input_uri,
-            "output": output_uri,
-            "ner_model": params.get("ner_model"),
-            "embed_model": params.get("embed_model"),
-            **(params.get("job_options") or {}),
-        }
+        options = job_options(params, _run_date(context), Variable.get)
+        output_uri = options["output"]
         address, token, runtime_env, verify = _cluster(self.conn_id)
         runtime_env.update(params.get("runtime_env") or {})
         self._client = submit.job_client(address, token=token, verify=verify)
@@ -148,8 +174,16 @@ class RayAnnotateOperator(BaseOperator):
             type=["null", "string"],
             description="default: Variable annotate_output_root / logical date (YYYY-MM-DD)",
         ),
-        "ner_model": Param(None, type=["null", "string"], description="NER model folder/id"),
-        "embed_model": Param(None, type=["null", "string"], description="embedding model"),
+        "ner_model": Param(
+            None,
+            type=["null", "string"],
+            description="NER model; default: Variable annotate_ner_model",
+        ),
+        "embed_model": Param(
+            None,
+            type=["null", "string"],
+            description="embedding model; default: Variable annotate_embed_model",
+        ),
         "job_options": Param(
             {}, type="object", description='more job flags, e.g. {"batch_tokens": 8192}'
         ),

@@ -45,6 +45,39 @@ def test_dag_file_imports_without_ray_or_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def _variables(values: dict[str, str]) -> object:
+    """A stand-in for ``Variable.get`` over a dict (the real one needs a metadata DB)."""
+
+    def get(key: str, default: object = None) -> object:
+        return values.get(key, default)
+
+    return get
+
+
+def test_job_options_take_params_over_variables_and_need_a_model() -> None:
+    from jobs.dags.annotate_corpus import job_options
+
+    variables = {
+        "annotate_input_uri": "s3://b/in/",
+        "annotate_output_root": "s3://b/out",
+        "annotate_ner_model": "s3://b/models/ner",
+    }
+    opts = job_options({}, "2026-12-01", _variables(variables))
+    assert opts["input"] == "s3://b/in/"
+    assert opts["output"] == "s3://b/out/2026-12-01"
+    assert (opts["ner_model"], opts["embed_model"]) == ("s3://b/models/ner", None)
+
+    params = {"embed_model": "e", "ner_model": "n", "job_options": {"batch_tokens": 8192}}
+    opts = job_options(params, "2026-12-01", _variables(variables))
+    assert (opts["ner_model"], opts["embed_model"], opts["batch_tokens"]) == ("n", "e", 8192)
+
+    del variables["annotate_ner_model"]
+    with pytest.raises(ValueError, match="no model: set param ner_model"):
+        job_options({}, "2026-12-01", _variables(variables))
+    with pytest.raises(ValueError, match="no input"):
+        job_options({"embed_model": "e"}, "2026-12-01", _variables({}))
+
+
 class AirflowHome:
     """A fresh AIRFLOW_HOME with a migrated SQLite DB; runs the ``airflow`` CLI in it."""
 
@@ -212,7 +245,7 @@ def test_killing_the_task_stops_the_ray_job(
         time.sleep(600)
         """)
     )
-    # Input and output come from Variables here, as in scheduled runs.
+    # Input, output and model come from Variables here, as in scheduled runs.
     conf = {"runtime_env": {"working_dir": str(stub)}, "poll_seconds": 1}
     client = submit.job_client(head.dashboard_url, token=head.token)
     before = _job_ids(head)
@@ -223,6 +256,7 @@ def test_killing_the_task_stops_the_ray_job(
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "600",
         "AIRFLOW_VAR_ANNOTATE_INPUT_URI": "s3://corpus/in",
         "AIRFLOW_VAR_ANNOTATE_OUTPUT_ROOT": "s3://corpus/out",
+        "AIRFLOW_VAR_ANNOTATE_EMBED_MODEL": "s3://corpus/models/embed",
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -254,4 +288,5 @@ def test_killing_the_task_stops_the_ray_job(
     argv = shlex.split(client.get_job_info(job).entrypoint)
     assert argv[argv.index("--input") + 1] == "s3://corpus/in"
     assert argv[argv.index("--output") + 1] == "s3://corpus/out/2026-11-22"
+    assert argv[argv.index("--embed-model") + 1] == "s3://corpus/models/embed"
     assert sorted(_job_ids(head) - before) == [job]
