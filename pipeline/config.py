@@ -48,6 +48,8 @@ class AnnotateConfig:
     max_chars: int = 1_000_000  # longer documents get status "error", never truncated
     mode: Mode = "resume"
     allow_pickle: bool = False  # load pickle-only checkpoints (can run code)
+    spans_uri: str | None = None  # entity spans given by the user (doc_id, start, end, label)
+    context: bool = True  # negation, temporality, experiencer and section of every entity
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,6 +22,15 @@ N_CHUNKS = "n_chunks"
 STATUS = "status"
 ERROR = "error"
 EMBEDDING = "embedding"
+# Clinical context of an entity (pipeline.context): lower-case values, null with --no-context.
+NEGATION = "negation"  # affirmed | negated | possible
+TEMPORALITY = "temporality"  # recent | historical | hypothetical
+EXPERIENCER = "experiencer"  # patient | other
+SECTION = "section"  # canonical section name, null outside a recognised section
+CONTEXT_COLUMNS = (NEGATION, TEMPORALITY, EXPERIENCER, SECTION)
+TITLE = "title"
+TITLE_START = "title_start"
+TITLE_END = "title_end"
 
 # Document statuses.
 STATUS_OK = "ok"
@@ -42,6 +51,7 @@ TOKEN_STARTS = "_tok_start"  # list<int32>: character start of each token
 TOKEN_ENDS = "_tok_end"  # list<int32>: character end of each token (exclusive)
 WORD_IDS = "_word"  # list<int32>: word index of each token (subword grouping)
 ENTITIES = "_entities"  # list<struct>: entities found in the document
+SECTIONS = "_sections"  # list<struct>: the document's sections (SECTION_STRUCT)
 CHUNK_EMBEDDINGS = "_chunk_embeddings"  # list<struct>: one per window
 DOC_EMBEDDING = "_doc_embedding"  # fixed_size_list<float32>[dim] or null
 
@@ -51,6 +61,19 @@ ENTITY_STRUCT = pa.struct(
         pa.field(END, pa.int32()),
         pa.field(LABEL, pa.string()),
         pa.field(SCORE, pa.float32()),
+    ]
+)
+# What the entity stage leaves: model entities and given spans (score null), with context.
+CONTEXT_ENTITY_STRUCT = pa.struct(
+    [*ENTITY_STRUCT, *(pa.field(c, pa.string()) for c in CONTEXT_COLUMNS)]
+)
+SECTION_STRUCT = pa.struct(
+    [
+        pa.field(SECTION, pa.string()),
+        pa.field(TITLE_START, pa.int32()),
+        pa.field(TITLE_END, pa.int32()),
+        pa.field(START, pa.int32()),
+        pa.field(END, pa.int32()),
     ]
 )
 
@@ -83,7 +106,23 @@ def entity_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
             pa.field(END, pa.int32(), nullable=False),
             pa.field(TEXT, pa.string(), nullable=False),
             pa.field(LABEL, pa.string(), nullable=False),
-            pa.field(SCORE, pa.float32(), nullable=False),
+            pa.field(SCORE, pa.float32()),  # null for spans given with --spans
+            *(pa.field(c, pa.string()) for c in CONTEXT_COLUMNS),
+        ]
+    )
+
+
+def section_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
+    """One row per detected section; ``title == text[title_start:title_end]``."""
+    return pa.schema(
+        [
+            pa.field(DOC_ID, id_type, nullable=False),
+            pa.field(SECTION, pa.string(), nullable=False),
+            pa.field(TITLE, pa.string(), nullable=False),
+            pa.field(TITLE_START, pa.int32(), nullable=False),
+            pa.field(TITLE_END, pa.int32(), nullable=False),
+            pa.field(START, pa.int32(), nullable=False),
+            pa.field(END, pa.int32(), nullable=False),
         ]
     )
 
@@ -135,5 +174,6 @@ def document_schema(dim: int | None, id_type: pa.DataType = TEXT_ID) -> pa.Schem
 # Output folder layout.
 ENTITIES_DIR = "entities"
 EMBEDDINGS_DIR = "embeddings"
+SECTIONS_DIR = "sections"
 DOCUMENTS_DIR = "documents"
 RUN_JSON = "run.json"

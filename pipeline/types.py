@@ -40,13 +40,27 @@ class RunPlan:
     committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # skipped: key → record
     # Commit records of shards not (readable) in the input now: rows still in the tables.
     earlier: dict[str, dict[str, Any]] = field(default_factory=dict)
+    given_spans: pa.Table | None = None  # --spans, as read (execution.given_spans.read)
+    context: bool = False  # whether the entities get their clinical context and sections
+
+    @property
+    def entities(self) -> bool:
+        """Whether the run writes an entities table: a NER model or given spans."""
+        return "ner" in self.models or self.given_spans is not None
+
+    @property
+    def entity_stage(self) -> bool:
+        """Whether the run needs the entity stage (given spans to attach, or context)."""
+        return self.entities and (self.context or self.given_spans is not None)
 
     def output_schemas(self) -> dict[str, pa.Schema]:
         dim = self.models["embed"].dim if "embed" in self.models else None
         ids = S.ID_TYPES[self.id_type]
         out = {S.DOCUMENTS_DIR: S.document_schema(dim, ids)}
-        if "ner" in self.models:
+        if self.entities:
             out[S.ENTITIES_DIR] = S.entity_schema(ids)
+        if self.context:
+            out[S.SECTIONS_DIR] = S.section_schema(ids)
         if dim:
             out[S.EMBEDDINGS_DIR] = S.embedding_schema(dim, ids)
         return out

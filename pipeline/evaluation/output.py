@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.evaluation.context import context_axes, format_context, score_context
 from pipeline.evaluation.scoring import SPAN_COLUMNS, format_report, missing_columns, score_spans
 from pipeline.schemas import DOC_ID, DOCUMENTS_DIR, ENTITIES_DIR, STATUS
 from pipeline.storage import files as storage
@@ -59,18 +60,14 @@ def evaluate(
     over the documents of ``gold_docs`` (default: the gold entities' documents and those
     of ``pred/documents``); write the report to ``json_uri`` (default ``pred/eval.json``).
     Raises ``InputError`` naming the URI and column when an input lacks one."""
-    pred_entities = _read(storage.join(pred, ENTITIES_DIR), list(SPAN_COLUMNS), "pred entities")
     gold = _read(gold_entities, list(SPAN_COLUMNS), "gold entities")
+    axes = _context_columns(gold_entities)
+    if axes:
+        gold = _read(gold_entities, [*SPAN_COLUMNS, *axes], "gold entities")
+    pred_entities = _read(storage.join(pred, ENTITIES_DIR), [*SPAN_COLUMNS, *axes], "pred entities")
 
     documents_uri = storage.join(pred, DOCUMENTS_DIR)
-    pred_docs: pa.Table | None = None
-    if storage.exists(documents_uri):
-        try:
-            pred_docs = _read(documents_uri, [DOC_ID, STATUS], "pred documents")
-        except InputError:
-            pred_docs = _read(documents_uri, [DOC_ID], "pred documents")
-    else:
-        log.warning("no %s/ under %s: cannot tell which docs were annotated", DOCUMENTS_DIR, pred)
+    pred_docs = _pred_documents(documents_uri, pred)
     annotated = set(_doc_ids(pred_docs)) if pred_docs is not None else set()
 
     if gold_docs:
@@ -82,32 +79,17 @@ def evaluate(
         report = score_spans(gold, pred_entities, doc_ids)
     except ValueError as exc:
         raise InputError(f"{exc} (gold: {gold_entities}, pred: {pred})") from exc
-
-    extra: dict[str, Any] = {"n_docs_not_in_pred_documents": None, "doc_status": None}
-    if pred_docs is not None:
-        not_annotated = doc_ids - annotated
-        extra["n_docs_not_in_pred_documents"] = len(not_annotated)
-        if not_annotated:
-            log.warning(
-                "%d scored docs are missing from %s (not annotated?); their gold spans count "
-                "as misses",
-                len(not_annotated),
-                documents_uri,
-            )
-        if STATUS in pred_docs.column_names:
-            statuses = Counter(
-                str(s)
-                for d, s in zip(_doc_ids(pred_docs), pred_docs[STATUS].to_pylist(), strict=True)
-                if d in doc_ids
-            )
-            extra["doc_status"] = dict(sorted(statuses.items()))
+    extra = _coverage(pred_docs, doc_ids, documents_uri)
     if report.n_pred_outside:
         log.warning(
             "%d predicted spans belong to docs outside the scored set: ignored",
             report.n_pred_outside,
         )
 
+    context = score_context(gold.to_pandas(), pred_entities.to_pandas()) if axes else {}
     out = report.to_dict() | extra
+    if context:
+        out["context"] = context
     out["inputs"] = {
         "pred": pred,
         "gold_entities": gold_entities,
@@ -116,4 +98,49 @@ def evaluate(
     json_uri = json_uri or storage.join(pred, "eval.json")
     storage.write_json(json_uri, out)
     log.info("wrote %s", json_uri)
-    return Evaluation(out, format_report(report, extra), json_uri)
+    table = format_report(report, extra)
+    if context:
+        table += "\n\n" + format_context(context)
+    return Evaluation(out, table, json_uri)
+
+
+def _pred_documents(documents_uri: str, pred: str) -> pa.Table | None:
+    if not storage.exists(documents_uri):
+        log.warning("no %s/ under %s: cannot tell which docs were annotated", DOCUMENTS_DIR, pred)
+        return None
+    try:
+        return _read(documents_uri, [DOC_ID, STATUS], "pred documents")
+    except InputError:
+        return _read(documents_uri, [DOC_ID], "pred documents")
+
+
+def _coverage(pred_docs: pa.Table | None, doc_ids: set[str], documents_uri: str) -> dict[str, Any]:
+    """How many scored docs the output lacks, and the scored docs' statuses."""
+    extra: dict[str, Any] = {"n_docs_not_in_pred_documents": None, "doc_status": None}
+    if pred_docs is None:
+        return extra
+    not_annotated = doc_ids - set(_doc_ids(pred_docs))
+    extra["n_docs_not_in_pred_documents"] = len(not_annotated)
+    if not_annotated:
+        log.warning(
+            "%d scored docs are missing from %s (not annotated?); their gold spans count as misses",
+            len(not_annotated),
+            documents_uri,
+        )
+    if STATUS in pred_docs.column_names:
+        statuses = Counter(
+            str(s)
+            for d, s in zip(_doc_ids(pred_docs), pred_docs[STATUS].to_pylist(), strict=True)
+            if d in doc_ids
+        )
+        extra["doc_status"] = dict(sorted(statuses.items()))
+    return extra
+
+
+def _context_columns(uri: str) -> list[str]:
+    """The context columns the gold entities carry (read from the schema only)."""
+    try:
+        names = storage.read_parquet_table(uri).schema.names
+    except (OSError, pa.ArrowInvalid):
+        return []
+    return context_axes(names)

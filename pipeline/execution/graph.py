@@ -1,4 +1,5 @@
-"""Wiring: read → tokenize → NER → embed → stage → commit, on Ray Data.
+"""Wiring: read → tokenize → NER → embed → entities (given spans, context) → stage →
+commit, on Ray Data.
 
 The caller has connected to Ray; nothing here calls ``ray.init``.
 """
@@ -14,11 +15,13 @@ import ray
 
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, EncoderScheduling, Scheduling
-from pipeline.execution import plan, sizing
+from pipeline.execution import given_spans, plan, sizing
 from pipeline.execution.declarations import encoder_stages
+from pipeline.stages.entities import EntitySettings, EntityStage
 from pipeline.stages.read import ReadSettings, read_shard
 from pipeline.stages.tokenize import Tokenize
 from pipeline.stages.write import StageWriter
+from pipeline.storage import files as storage
 from pipeline.storage.output import OutputFolder
 from pipeline.storage.shards import StagedParts
 from pipeline.types import RunPlan, RunResult, Shard
@@ -66,7 +69,7 @@ def build_dataset(
     resources (``ray.cluster_resources()``)."""
     todo = [{"shard": s.uri, "key": s.key} for s in shards]
     n_models = len(rp.models)
-    n_actors, resources, threads = sizing.actor_args(sched, n_models, cluster)
+    n_actors, resources, threads = sizing.actor_args(sched, n_models, cluster, rp.entity_stage)
     n_tokenizers = sizing.tokenizer_actors(sched, n_actors, int(cluster.get("GPU", 0)))
     settings = ReadSettings(cfg.id_column, cfg.text_column, cfg.max_chars, per_batch, rp.id_type)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
@@ -95,6 +98,15 @@ def build_dataset(
             },
             compute=ray.data.ActorPoolStrategy(size=n_actors),  # restarts actors, retries
             **resources,
+            **batch,
+        )
+    if rp.entity_stage:
+        spans = OutputFolder(cfg.output_uri).given_spans() if rp.given_spans is not None else None
+        ds = ds.map_batches(
+            EntityStage,
+            fn_constructor_kwargs={"settings": EntitySettings(rp.context, spans)},
+            compute=ray.data.ActorPoolStrategy(size=n_tokenizers),
+            num_cpus=sizing.LIGHT_CPUS,
             **batch,
         )
     token_role = "embed" if "embed" in rp.models else ("ner" if rp.models else None)
@@ -213,6 +225,8 @@ def run(rp: RunPlan, cfg: AnnotateConfig, sched: Scheduling) -> RunResult:
     out = OutputFolder(cfg.output_uri)
     # Failure records of earlier runs: a shard that fails again gets a fresh one.
     out.forget_failures({s.key for s in rp.todo})
+    if rp.given_spans is not None and rp.todo:
+        storage.write_parquet_table(out.given_spans(), given_spans.attachable(rp.given_spans))
     publisher = _Publisher(rp, out, sizing.resolved_dtype(cfg.dtype, ray.cluster_resources()))
     stopped = _stream(rp, cfg, sched, publisher, result)
     publisher.collect(result)

@@ -18,8 +18,10 @@ import pyarrow as pa
 
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, ModelSpec
+from pipeline.context import lexicon as context_lexicon
 from pipeline.core.spans import LabelScheme
 from pipeline.core.windows import effective_stride
+from pipeline.execution import given_spans
 from pipeline.models import families
 from pipeline.models import loading as models
 from pipeline.models.loading import ModelInfo, TokenizerDef
@@ -31,7 +33,7 @@ from pipeline.types import InputError, RunPlan, Shard
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = "no model given: pass --ner-model and/or --embed-model"
+NO_MODEL = "no model given: pass --ner-model and/or --embed-model (or entity spans with --spans)"
 
 
 def shard_groups(shards: list[Shard], docs_per_block: int, max_blocks: int) -> list[list[Shard]]:
@@ -168,6 +170,7 @@ def fingerprint(
     infos: dict[str, ModelInfo],
     stride: dict[str, int],
     id_type: str = "string",
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """What makes two runs' rows comparable: models (by weights), chunking, columns."""
     parts: dict[str, Any] = {
@@ -191,13 +194,14 @@ def fingerprint(
     }
     if id_type != "string":  # absent for text ids, so that their outputs keep their print
         parts["id_type"] = id_type
+    parts.update(extra or {})  # what only some runs have (context, given spans)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_models(cfg: AnnotateConfig) -> tuple[dict[str, ModelInfo], dict[str, TokenizerDef]]:
     """Each model of ``cfg`` resolved, with its tokenizer, by role (NER first)."""
     specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
-    if not specs:
+    if not specs and cfg.spans_uri is None:
         raise InputError(NO_MODEL)
     infos, tokenizers = {}, {}
     for role, spec in specs.items():
@@ -243,7 +247,9 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     stride = window_strides(infos, cfg.stride)
     # One id type for the whole output, so that readers see one schema over all files.
     id_type = "int64" if id_types == {"int64"} else "string"
-    fp = fingerprint(cfg, infos, stride, id_type)
+    spans = given_spans.read(cfg.spans_uri, id_type) if cfg.spans_uri else None
+    entities = "ner" in infos or spans is not None
+    fp = fingerprint(cfg, infos, stride, id_type, _entity_parts(cfg, entities))
     shards = [
         Shard(u, shard_key(u, cfg.input_uri), counts[u], versions[u]) for u in uris if u in counts
     ]
@@ -251,8 +257,23 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     if len(set(keys)) != len(keys):
         raise InputError(f"two input shards map to the same output name under {cfg.input_uri}")
     return RunPlan(
-        infos, stride, shards, list(shards), [], failed, fp, id_type=id_type, tokenizers=tokenizers
-    )
+        infos, stride, shards, list(shards), [], failed, fp, id_type=id_type,
+        tokenizers=tokenizers, given_spans=spans, context=entities and cfg.context,
+    )  # fmt: skip
+
+
+def _entity_parts(cfg: AnnotateConfig, entities: bool) -> dict[str, Any]:
+    """The fingerprint's part for runs with entities: the context rules' version (or that
+    context is off), and the given spans' files by size and store version."""
+    if not entities:
+        return {}
+    parts: dict[str, Any] = {"context": context_lexicon.load().version if cfg.context else "off"}
+    if cfg.spans_uri:
+        versions = storage.parquet_shard_versions(cfg.spans_uri)
+        if not versions:
+            raise InputError(f"--spans {cfg.spans_uri}: no Parquet files (*.parquet) there")
+        parts["spans"] = hashlib.sha256("\n".join(sorted(versions.values())).encode()).hexdigest()
+    return parts
 
 
 def skip_committed(rp: RunPlan, out: OutputFolder) -> None:

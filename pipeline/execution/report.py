@@ -9,31 +9,30 @@ from typing import Any
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, Scheduling
 from pipeline.core import repeated_ids
+from pipeline.execution import given_spans
 from pipeline.storage import files as storage
 from pipeline.types import RunPlan, RunResult
 
 
-def table_counts(
-    rp: RunPlan, result: RunResult
-) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Rows per table, entities per label and documents per status over every committed
-    shard (this run's and earlier runs')."""
+def table_counts(rp: RunPlan, result: RunResult) -> dict[str, dict[str, int]]:
+    """Over every committed shard (this run's and earlier runs'): rows per table
+    (``rows``), entities per label (``labels``) and per negation value (``negation``),
+    documents per status (``statuses``)."""
     records = [*result.records, *(rp.committed[s.key] for s in rp.skipped), *rp.earlier.values()]
-    rows: Counter[str] = Counter()
-    labels: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
+    keys = ("rows", "labels", "negation", "statuses")
+    out: dict[str, Counter[str]] = {k: Counter() for k in keys}
     for r in records:
-        rows.update(r["rows"])
-        labels.update(r.get("labels", {}))
-        statuses.update(r.get("statuses", {}))
-    return dict(rows), dict(labels), dict(statuses)
+        for k, counter in out.items():
+            counter.update(r.get(k, {}))
+    return {k: dict(v) for k, v in out.items()}
 
 
 def build_run_json(
     cfg: AnnotateConfig, sched: Scheduling, rp: RunPlan, result: RunResult
 ) -> dict[str, Any]:
-    rows, labels, statuses = table_counts(rp, result)
+    counts = table_counts(rp, result)
     wall = max(result.wall_s, 1e-9)
+    spans = given_spans.report(cfg.output_uri, rp.given_spans) if rp.given_spans else {}
     # Any URI may carry user:password@ (fsspec accepts it): run.json is read widely.
     return redacted(
         {
@@ -53,9 +52,11 @@ def build_run_json(
             # committed by earlier runs from files not (readable) in the input now
             "earlier_shards": {r["key"]: r["shard"] for r in rp.earlier.values()},
             "duplicate_doc_ids": duplicate_doc_ids(cfg.output_uri, rp),
-            "rows": rows,
-            "entities_by_label": labels,
-            "documents_by_status": statuses,
+            "rows": counts["rows"],
+            "entities_by_label": counts["labels"],
+            "entities_by_negation": counts["negation"],
+            "documents_by_status": counts["statuses"],
+            **spans,
             "this_run": {
                 "documents": result.docs_processed,
                 "tokens": result.tokens_processed,
@@ -86,7 +87,7 @@ def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
 
 def summary_text(run: dict[str, Any], output_uri: str) -> str:
     lines = [f"Tables written under {output_uri}:"]
-    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR):
+    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.SECTIONS_DIR, S.EMBEDDINGS_DIR):
         if table in run["rows"]:
             lines.append(f"  {storage.join(output_uri, table)}/  ({run['rows'][table]} rows)")
     lines.append(f"  {storage.join(output_uri, S.RUN_JSON)}")
@@ -102,6 +103,7 @@ def summary_text(run: dict[str, Any], output_uri: str) -> str:
             "Entities by label: "
             + ", ".join(f"{k} {v}" for k, v in sorted(run["entities_by_label"].items()))
         )
+    lines.extend(_context_lines(run))
     t = run["this_run"]
     lines.append(
         f"This run: {t['documents']} documents, {t['tokens']} tokens in {t['wall_s']:.1f} s "
@@ -110,6 +112,30 @@ def summary_text(run: dict[str, Any], output_uri: str) -> str:
     for uri, why in run["failed_shards"].items():
         lines.append(f"FAILED shard {uri}: {why}")
     return "\n".join(lines)
+
+
+def _context_lines(run: dict[str, Any]) -> list[str]:
+    lines = []
+    negation = run.get("entities_by_negation") or {}
+    total = sum(negation.values())
+    if total:
+        lines.append(
+            "Entities by negation: "
+            + ", ".join(f"{k} {v} ({100 * v / total:.1f}%)" for k, v in sorted(negation.items()))
+        )
+    rejected = run.get("spans_rejected") or {}
+    if any(rejected.values()):
+        first = run.get("spans_rejected_doc_ids", {})
+        lines.append(
+            f"Given spans: {run.get('spans_attached', 0)} attached of {run.get('spans_given', 0)}"
+            "; rejected: "
+            + "; ".join(
+                f"{k} {n} (first doc_ids: {', '.join(map(str, first.get(k, [])))})"
+                for k, n in rejected.items()
+                if n
+            )
+        )
+    return lines
 
 
 def redact_uri(uri: str) -> str:

@@ -46,19 +46,20 @@ def check_precision(rp: RunPlan, dtype: str) -> None:
 
 
 def actor_args(
-    sched: Scheduling, n_models: int, cluster: dict[str, float]
+    sched: Scheduling, n_models: int, cluster: dict[str, float], extra_light: int = 0
 ) -> tuple[int, dict[str, Any], int | None]:
     """Actor count, resources per model actor, and torch threads: one GPU per actor when
     the cluster (its ``ray.cluster_resources()``) has GPUs, else the CPUs left by the
-    light stages split between models."""
+    light stages (reader, writer, a tokenizer per model, and ``extra_light`` more, such
+    as the entity stage) split between models."""
     gpus = int(cluster.get("GPU", 0))
     if gpus:
-        n = sched.num_actors or max(1, gpus // n_models)
+        n = sched.num_actors or max(1, gpus // max(1, n_models))
         share = sched.gpus_per_actor or gpu_share(n * n_models, gpus)
         return n, {"num_gpus": share, "num_cpus": 1}, None
     n = sched.num_actors or 1
     cpus = float(cluster.get("CPU", 1))
-    light = LIGHT_CPUS * (2 + n_models)
+    light = LIGHT_CPUS * (2 + n_models + extra_light)
     share = max(LIGHT_CPUS, (cpus - light) / max(1, n_models * n))
     threads = max(1, int(cpus // max(1, n_models * n)))
     return n, {"num_gpus": 0, "num_cpus": share}, threads

@@ -25,37 +25,67 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
+def _flat(batch: pa.Table, column: str) -> tuple[pa.StructArray, np.ndarray]:
+    """The structs of a list column, flattened, and the batch row each came from."""
+    lists = batch.column(column).combine_chunks()
+    counts = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+    return lists.flatten(), np.repeat(np.arange(batch.num_rows), counts)
+
+
+def _cut(batch: pa.Table, doc_idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    texts = batch.column(S.TEXT_INTERNAL).to_pylist()
+    return pa.array([texts[d][s:e] for d, s, e in zip(doc_idx, starts, ends)], pa.string())
+
+
 def entity_rows(batch: pa.Table) -> pa.Table:
-    """One row per entity, with its text cut from the document (``text[start:end]``)."""
-    ents = batch.column(S.ENTITIES).combine_chunks()
-    counts = pc.list_value_length(ents).fill_null(0).to_numpy(zero_copy_only=False)
-    doc_idx = np.repeat(np.arange(batch.num_rows), counts)
-    flat = ents.flatten()
+    """One row per entity, with its text cut from the document (``text[start:end]``)
+    and its context (null where the run has none)."""
+    flat, doc_idx = _flat(batch, S.ENTITIES)
     starts = flat.field(S.START).to_numpy(zero_copy_only=False)
     ends = flat.field(S.END).to_numpy(zero_copy_only=False)
-    texts = batch.column(S.TEXT_INTERNAL).to_pylist()
+    names = {f.name for f in flat.type}
+    context = {
+        c: flat.field(c) if c in names else pa.nulls(len(flat), pa.string())
+        for c in S.CONTEXT_COLUMNS
+    }
     return pa.table(
         {
             S.DOC_ID: pc.take(batch.column(S.DOC_ID), pa.array(doc_idx, pa.int64())),
             S.START: pa.array(starts, pa.int32()),
             S.END: pa.array(ends, pa.int32()),
-            S.TEXT: pa.array(
-                [texts[d][s:e] for d, s, e in zip(doc_idx, starts, ends)], pa.string()
-            ),
+            S.TEXT: _cut(batch, doc_idx, starts, ends),
             S.LABEL: flat.field(S.LABEL),
             S.SCORE: flat.field(S.SCORE),
+            **context,
         },
         schema=S.entity_schema(batch.column(S.DOC_ID).type),
     )
 
 
+def section_rows(batch: pa.Table) -> pa.Table:
+    """One row per section, with its title as written (``text[title_start:title_end]``)."""
+    flat, doc_idx = _flat(batch, S.SECTIONS)
+    t_start = flat.field(S.TITLE_START).to_numpy(zero_copy_only=False)
+    t_end = flat.field(S.TITLE_END).to_numpy(zero_copy_only=False)
+    return pa.table(
+        {
+            S.DOC_ID: pc.take(batch.column(S.DOC_ID), pa.array(doc_idx, pa.int64())),
+            S.SECTION: flat.field(S.SECTION),
+            S.TITLE: _cut(batch, doc_idx, t_start, t_end),
+            S.TITLE_START: flat.field(S.TITLE_START),
+            S.TITLE_END: flat.field(S.TITLE_END),
+            S.START: flat.field(S.START),
+            S.END: flat.field(S.END),
+        },
+        schema=S.section_schema(batch.column(S.DOC_ID).type),
+    )
+
+
 def embedding_rows(batch: pa.Table, dim: int) -> pa.Table:
     """One row per window: doc_id, chunk_index, character span, tokens, vector."""
-    chunks = batch.column(S.CHUNK_EMBEDDINGS).combine_chunks()
-    counts = pc.list_value_length(chunks).fill_null(0).to_numpy(zero_copy_only=False)
-    doc_idx = np.repeat(np.arange(batch.num_rows), counts)
+    flat, doc_idx = _flat(batch, S.CHUNK_EMBEDDINGS)
+    counts = np.bincount(doc_idx, minlength=batch.num_rows)
     chunk_index = np.concatenate([np.arange(c) for c in counts]) if len(counts) else []
-    flat = chunks.flatten()
     return pa.table(
         {
             S.DOC_ID: pc.take(batch.column(S.DOC_ID), pa.array(doc_idx, pa.int64())),
@@ -123,6 +153,8 @@ class StageWriter:
             tables = {S.DOCUMENTS_DIR: document_rows(part, self.token_role, self.dim)}
             if S.ENTITIES in part.column_names:
                 tables[S.ENTITIES_DIR] = entity_rows(part)
+            if S.SECTIONS in part.column_names:
+                tables[S.SECTIONS_DIR] = section_rows(part)
             if S.CHUNK_EMBEDDINGS in part.column_names and self.dim:
                 tables[S.EMBEDDINGS_DIR] = embedding_rows(part, self.dim)
             for table_name, table in tables.items():

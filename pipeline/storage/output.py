@@ -30,7 +30,9 @@ from pipeline import schemas as S
 from pipeline.storage import files as storage
 from pipeline.types import InputError
 
-TABLES = (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR)
+TABLES = (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR, S.SECTIONS_DIR)
+# Columns whose values each commit record counts, per table.
+TALLIED = {S.ENTITIES_DIR: (S.LABEL, S.NEGATION), S.DOCUMENTS_DIR: (S.STATUS,)}
 COMMITS, STAGING, FAILURES, MANIFEST = "_commits", "_staging", "_failures", "_manifest.json"
 NEXT, PROMOTING = "_next", "_PROMOTING"
 PUBLIC_ITEMS = (*TABLES, COMMITS, MANIFEST, S.RUN_JSON)
@@ -83,8 +85,8 @@ class OutputFolder:
             raise InputError(
                 f"output {uri} holds results of another configuration "
                 f"(fingerprint {old}, this run {fingerprint}: a different model, weights, "
-                "window, stride, pooling or columns); use a new --output, or --mode "
-                "overwrite to replace it"
+                "window, stride, pooling, context, given spans or columns); use a new "
+                "--output, or --mode overwrite to replace it"
             )
         return final
 
@@ -143,11 +145,11 @@ class OutputFolder:
             merged = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
             storage.write_parquet_table(self.path(table_name, f"{key}.parquet"), merged, schema)
             counts[table_name] = merged.num_rows
-            column = {S.ENTITIES_DIR: S.LABEL, S.DOCUMENTS_DIR: S.STATUS}.get(table_name)
-            if column:
+            for column in TALLIED.get(table_name, ()):
                 tallies[column] = {
                     str(v["values"]): int(v["counts"])
                     for v in pc.value_counts(merged.column(column)).to_pylist()
+                    if v["values"] is not None
                 }
         record = {
             "shard": shard_uri,
@@ -155,11 +157,17 @@ class OutputFolder:
             "rows": counts,
             "labels": tallies.get(S.LABEL, {}),
             "statuses": tallies.get(S.STATUS, {}),
+            "negation": tallies.get(S.NEGATION, {}),
             **meta,
         }
         storage.write_json(record_uri, record)
         storage.remove(staging, recursive=True)
         return record
+
+    def given_spans(self) -> str:
+        """Where a run keeps the given spans its entity actors read (in staging: removed
+        with it once every shard is committed)."""
+        return self.path(STAGING, "_given_spans.parquet")
 
     def clear_staging(self) -> None:
         storage.remove(self.path(STAGING), recursive=True)

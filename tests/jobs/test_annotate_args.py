@@ -81,3 +81,14 @@ def test_help_names_each_default_once() -> None:
     assert "(default: None)" not in text
     assert text.count("(default: the embedded sample corpus)") == 1
     assert "(default: doc_id)" in text  # a real default is still shown
+
+
+def test_spans_and_no_context_reach_the_config() -> None:
+    from jobs.annotate import to_config
+
+    args = parse_args(["--input", "/in", "--output", "/out", "--spans", "s3://b/spans/"])
+    cfg, _ = to_config(args)
+    assert (cfg.spans_uri, cfg.context, cfg.ner, cfg.embed) == ("s3://b/spans/", True, None, None)
+    cfg, _ = to_config(parse_args(["--input", "/in", "--output", "/o", "--ner-model", "m",
+                                   "--no-context"]))  # fmt: skip
+    assert cfg.context is False and cfg.spans_uri is None

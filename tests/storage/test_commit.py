@@ -383,4 +383,4 @@ def test_rows_of_shards_gone_from_the_input_are_still_counted(tmp_path):
     rp = _plan_over(tmp_path, {})
     plan.skip_committed(rp, OutputFolder(out))
     assert [s.key for s in rp.skipped] == ["b"] and list(rp.earlier) == ["a"]
-    assert table_counts(rp, RunResult())[0] == {"documents": 3}
+    assert table_counts(rp, RunResult())["rows"] == {"documents": 3}

@@ -27,6 +27,7 @@ def _entities(n: int, first: int = 0) -> pa.Table:
             schemas.END: pa.array([i + 5 for i in ids], pa.int64()),
             schemas.TEXT: ["ab\u00e9cd"] * n,
             schemas.LABEL: ["Disease", "Chemical"] * (n // 2) + ["Gene"] * (n % 2),
+            **{c: ["x"] * n for c in schemas.CONTEXT_COLUMNS},
         }
     )
 
