@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-ray", action="store_true", help="leave out the jobs.annotate row")
     p.add_argument(
+        "--context-only",
+        action="store_true",
+        help="only the context stage's row (sentences, sections, ConText) over the NER "
+        "stage's entities (first --dtype): its speed on a whole corpus",
+    )
+    p.add_argument(
         "--skip-baselines",
         action="store_true",
         help="leave out the transformers, sentence-transformers and bare-forward rows: only "
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines=not args.skip_baselines,
             repeat=args.repeat,
             gpu_model=args.gpu_model,
+            context_only=args.context_only,
         )
         result = bench_suite.run_suite(request)
         result["command"] = command

@@ -23,6 +23,17 @@ _AWS_OVERRIDES = (
 )
 
 
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """An in-process local Ray for one test module (two CPUs, as CI has); modules that
+    run the job in process share it between their tests."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A running SeaweedFS S3 server with one bucket; skipped when ``weed`` is missing."""

@@ -248,3 +248,27 @@ def _padded_in_order(lengths: list[int], batch_size: int) -> int:
         max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
         for i in range(0, len(lengths), batch_size)
     )
+
+
+def context_row(corpus: Corpus, entities: set[Entity]) -> dict[str, Any]:
+    """The entity stage's context alone (sentences, sections, ConText) over the corpus's
+    texts and the NER stage's entities, one process on one core; ``mb_per_cpu_s`` is MB
+    of note text (UTF-8) per CPU second."""
+    from pipeline.context import lexicon
+    from pipeline.context.analyse import analyse
+
+    lex = lexicon.load()
+    texts = corpus.texts
+    spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+    for d, a, b, _ in sorted(entities):
+        spans[d].append((a, b))
+    analyse(texts[0] if texts else "", spans[0] if texts else [], lex)  # compiled once
+    clock = Clock()
+    clock.run(lambda: [analyse(t, sp, lex) for t, sp in zip(texts, spans)])
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return row(
+        "ours: context stage (sentences, sections, ConText)", "-", corpus, clock, None,
+        mb_per_s=round(n_bytes / 1e6 / max(clock.wall_s, 1e-9), 3),
+        mb_per_cpu_s=round(n_bytes / 1e6 / max(clock.cpu_s, 1e-9), 3),
+        text_mb=round(n_bytes / 1e6, 3), entities=len(entities),
+    )  # fmt: skip

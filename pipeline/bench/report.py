@@ -32,6 +32,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
             + (f" + rows {r['rows_s']:.1f}s" if "rows_s" in r else "")
             + f" (stage alone {r['stage_tokens_per_s']:,.0f} tokens/s)"
         )
+    if "mb_per_cpu_s" in r:
+        notes.append(f"{r['mb_per_cpu_s']:.2f} MB of text per CPU second, {r['entities']} entities")
     if "mfu" in r:
         notes.append(f"{r['model_flop_per_s'] / 1e12:.0f} TFLOP/s, MFU {r['mfu']:.1%}")
     if "memory" in r:
@@ -92,7 +94,7 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
         )
     if "ray_error" in c:
         lines.append("Ray job FAILED: " + c["ray_error"].strip().splitlines()[-1])
-    lines.append(f"Window tokens counted alike in every row: {c['tokens_counted_alike']}")
+    lines.append(f"Window tokens counted alike in every row: {c.get('tokens_counted_alike')}")
     return lines
 
 

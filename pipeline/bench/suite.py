@@ -8,6 +8,7 @@ import gc
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,7 @@ class BenchRequest:
     baselines: bool = True
     repeat: int = 1  # each document this many times (distinct ids)
     gpu_model: str | None = None  # "bert-base" | "minilm-l6": random weights, model_dir's tokenizer
+    context_only: bool = False  # the NER stage (for entities) and the context row only
 
 
 def job_batch_size(n_docs: int) -> int:
@@ -49,9 +51,9 @@ def job_batch_size(n_docs: int) -> int:
     return sizing.docs_per_batch(Scheduling(), n_docs, 2, B.this_machine())
 
 
-def run_suite(req: BenchRequest) -> dict[str, Any]:
-    """Every row, one after the other in this process, then the checks and targets."""
-    s, started = req.settings, machine_info()
+def _prepare(req: BenchRequest) -> tuple[B.BenchSettings, B.Corpus, str, str]:
+    """The settings (batch size resolved), the corpus, and the NER and embedding models."""
+    s = req.settings
     embed_dir = req.model_dir
     if req.gpu_model:
         embed_dir = B.build_random_bert(req.model_dir, req.workdir / req.gpu_model, req.gpu_model)
@@ -59,7 +61,15 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
     docs = B.repeat_documents(B.load_documents(req.docs_uri, req.limit), req.repeat)
     if s.docs_per_batch is None:
         s = replace(s, docs_per_batch=job_batch_size(docs.num_rows))
-    corpus = B.prepare_corpus(docs, embed_dir, s)
+    return s, B.prepare_corpus(docs, embed_dir, s), ner_dir, embed_dir
+
+
+def run_suite(req: BenchRequest) -> dict[str, Any]:
+    """Every row, one after the other in this process, then the checks and targets."""
+    started = machine_info()
+    s, corpus, ner_dir, embed_dir = _prepare(req)
+    if req.context_only:
+        return _context_suite(req, corpus, ner_dir, s, started)
     rows: list[dict[str, Any]] = []
     checks: dict[str, Any] = {}
     baselines = _baseline_rows(req, corpus, ner_dir, embed_dir, s, rows)
@@ -71,12 +81,12 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
         r, vectors[dtype] = C.stage_row("embed", corpus, embed_dir, s, dtype)
         rows.append(r)
     base = req.baseline_dtype if req.baseline_dtype in req.dtypes else req.dtypes[0]
+    rows.append(C.context_row(corpus, entities[base]))
     if req.baselines:
         rows.append(C.bare_forward_row(corpus, ner_dir, s, base))
     ner_row, embed_row = _find(rows, "NER stage", base), _find(rows, "embedding stage", base)
     both = B.Clock(ner_row["wall_s"] + embed_row["wall_s"], ner_row["cpu_s"] + embed_row["cpu_s"])
     rows.append(B.row("ours in process: NER + embedding (sum)", base, corpus, both, None))
-    single = corpus.single_window_docs()
     if baselines is not None:
         checks |= _baseline_checks(corpus, entities[base], vectors[base], *baselines)
     checks["tokens_counted_alike"] = all(r.get("tokens_match", True) for r in rows)
@@ -98,20 +108,43 @@ def run_suite(req: BenchRequest) -> dict[str, Any]:
         "machine": started,
         "load_average_after": _load(),
         "settings": asdict(s),
-        "corpus": {
-            "uri": req.docs_uri,
-            "limit": req.limit,
-            "repeat": req.repeat,
-            "docs": corpus.docs.num_rows,
-            "window_tokens": corpus.window_tokens,
-            "windows": len(corpus.windows.doc),
-            "single_window_docs": len(single),
-            "encoder": embed_dir,
-            "ner_head": "given" if req.ner_model_dir else "random, seed 0",
-        },
+        "corpus": _corpus_info(req, corpus, embed_dir),
         "rows": rows,
         "checks": checks,
         "targets": targets(rows, checks, corpus.docs.num_rows, req.baseline_dtype),
+    }
+
+
+def _context_suite(
+    req: BenchRequest, corpus: Any, ner_dir: str, s: Any, started: dict[str, Any]
+) -> dict[str, Any]:
+    ner, entities = C.stage_row("ner", corpus, ner_dir, s, req.dtypes[0])
+    rows = [ner, C.context_row(corpus, entities)]
+    _add_ratios(rows)
+    out: list[dict[str, Any]] = []
+    _context_targets(rows, None, lambda *a: out.append(dict(zip(("target", "measured", "met"), a))))
+    return {
+        "machine": started,
+        "load_average_after": _load(),
+        "settings": asdict(s),
+        "corpus": _corpus_info(req, corpus, ner_dir),
+        "rows": rows,
+        "checks": {"tokens_counted_alike": ner["tokens_match"]},
+        "targets": out,
+    }
+
+
+def _corpus_info(req: BenchRequest, corpus: Any, encoder: str) -> dict[str, Any]:
+    return {
+        "uri": req.docs_uri,
+        "limit": req.limit,
+        "repeat": req.repeat,
+        "docs": corpus.docs.num_rows,
+        "window_tokens": corpus.window_tokens,
+        "windows": len(corpus.windows.doc),
+        "single_window_docs": len(corpus.single_window_docs()),
+        "encoder": encoder,
+        "ner_head": "given" if req.ner_model_dir else "random, seed 0",
     }
 
 
@@ -269,7 +302,8 @@ def targets(
             f"(CPU-time {ray['x_reference_cpu']:.2f})",
             (ray["x_reference"] >= 0.75) if n_docs >= 5000 else None,
         )
-    pads = [r["padding"] for r in rows if r["row"].startswith("ours:")]
+    _context_targets(rows, ray, add)
+    pads = [r["padding"] for r in rows if r["row"].startswith("ours:") and r["padding"] is not None]
     add(
         "Padding <= 5% of tokens computed",
         f"max {max(pads):.1%} over our stage rows",
@@ -283,6 +317,28 @@ def targets(
                 r["stage_tokens_per_s"] >= 1.5e6,
             )
     return out
+
+
+def _context_targets(
+    rows: list[dict[str, Any]], ray: dict[str, Any] | None, add: Callable[..., None]
+) -> None:
+    ctx = next((r for r in rows if r["row"].startswith("ours: context stage")), None)
+    if ctx is None:
+        return
+    add(
+        ">= 2 MB of note text per second per core for sentences + sections + context",
+        f"{ctx['mb_per_cpu_s']:.2f} MB per CPU second ({ctx['text_mb']:.2f} MB, "
+        f"{ctx['entities']} entities)",
+        ctx["mb_per_cpu_s"] >= 2,
+    )
+    if ray is not None:
+        share = ctx["wall_s"] / max(ray["wall_s"], 1e-9)
+        add(
+            "context <= 5% of the whole job's wall time",
+            f"{share:.1%}: its in-process seconds over the job's (an upper bound: in the job "
+            "it runs beside the encoders)",
+            share <= 0.05,
+        )
 
 
 def machine_info() -> dict[str, Any]:

@@ -34,13 +34,5 @@ def analyse(
         values["negation"],
         values["temporality"],
         values["experiencer"],
-        [section_at(bounds, s) for s, _ in spans],
+        values["section"],
     )
-
-
-def section_at(bounds: list[tuple[str, int, int]], pos: int) -> str | None:
-    """The name of the section holding offset ``pos``, or None."""
-    for name, start, end in bounds:
-        if start <= pos < end:
-            return name
-    return None

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from pipeline.context.lexicon import AXES, DEFAULTS, AxisLexicon, Lexicon
 
@@ -34,8 +36,7 @@ _FORWARD = frozenset({"forward", "both"})
 _BACKWARD = frozenset({"backward", "both"})
 
 
-@dataclass(frozen=True)
-class Cue:
+class Cue(NamedTuple):
     start: int
     end: int
     value: str
@@ -45,9 +46,10 @@ class Cue:
 def find_cues(text: str, lex: AxisLexicon, lowered: str | None = None) -> list[Cue]:
     """The axis's cues in ``text`` (``lowered``: ``text.lower()``, if at hand), in order,
     none overlapping another."""
-    out = []
+    rules, out = lex.rules, []
     for m in lex.finditer(text, text.lower() if lowered is None else lowered):
-        rule = lex.rule(m.group())
+        matched = m.group()
+        rule = rules.get(matched) or lex.rule(matched)  # rule() folds case and blanks
         out.append(Cue(m.start(), m.end(), rule.value, rule.direction))
     return out
 
@@ -101,8 +103,11 @@ class _AxisCues:
     def value(self, s: int, e: int, lo: int, hi: int) -> str | None:
         """The value the nearest cue in scope gives the entity ``[s, e)`` whose sentences
         span ``[lo, hi)``, or None."""
-        found = [x for x in (self._before(s, lo), self._after(e, hi)) if x is not None]
-        return min(found)[1] if found else None
+        before, after = self._before(s, lo), self._after(e, hi)
+        if before is None or after is None:
+            found = before or after
+            return found[1] if found else None
+        return min(before, after)[1]
 
 
 def assert_entities(
@@ -112,24 +117,41 @@ def assert_entities(
     sections: list[tuple[str, int, int]],
     lexicon: Lexicon,
     windows: dict[str, int | None] | None = None,
-) -> dict[str, list[str]]:
-    """Per axis, one value per span; ``sections`` are (name, start, end), ascending."""
+) -> dict[str, list]:
+    """Per axis, one value per span, and under ``"section"`` the section each span starts
+    in (None outside one); ``sections`` are (name, start, end), ascending.
+
+    Spans whose sentences hold no cue of an axis (most of them) get that axis's default
+    in array operations; only the others walk their cues."""
     windows = WINDOWS if windows is None else windows
     low = text.lower()
-    axes = {a: _AxisCues(text, find_cues(text, lexicon.axes[a], low), windows[a]) for a in AXES}
-    sec_starts = [s[1] for s in sections]
-    out: dict[str, list[str]] = {a: [] for a in AXES}
-    n = len(text)
-    for s, e in spans:
-        first = bisect_right(sentence_starts, s) - 1
-        last = bisect_right(sentence_starts, max(s, e - 1)) - 1
-        lo = sentence_starts[first]
-        hi = sentence_starts[last + 1] if last + 1 < len(sentence_starts) else n
-        k = bisect_right(sec_starts, s) - 1
-        section = sections[k][0] if k >= 0 and s < sections[k][2] else None
-        for axis, cues in axes.items():
-            value = cues.value(s, e, lo, hi)
-            if value is None:
-                value = SECTION_DEFAULTS.get(axis, {}).get(section or "", DEFAULTS[axis])
-            out[axis].append(value)
+    n_spans = len(spans)
+    pairs = np.asarray(spans, dtype=np.int64).reshape(n_spans, 2)
+    s, e = pairs[:, 0], pairs[:, 1]
+    sent = np.asarray(sentence_starts, dtype=np.int64)
+    first = np.searchsorted(sent, s, "right") - 1
+    last = np.searchsorted(sent, np.maximum(s, e - 1), "right") - 1
+    lo = sent[first]
+    after = last + 1
+    hi = np.where(after < len(sent), sent[np.minimum(after, len(sent) - 1)], len(text))
+    names = [name for name, _, _ in sections]
+    k = np.searchsorted(np.asarray([x[1] for x in sections], np.int64), s, "right") - 1
+    ends = np.asarray([x[2] for x in sections], np.int64)
+    inside = (k >= 0) & (s < ends[np.maximum(k, 0)]) if sections else np.zeros(n_spans, bool)
+    sec_index = np.where(inside, k, len(names))  # len(names): outside any section
+    labels = [*names, None]
+    out: dict[str, list] = {"section": [labels[i] for i in sec_index.tolist()]}
+    for axis in AXES:
+        cues = _AxisCues(text, find_cues(text, lexicon.axes[axis], low), windows[axis])
+        by_section = SECTION_DEFAULTS.get(axis, {})
+        defaults = np.array([by_section.get(n, DEFAULTS[axis]) for n in names] + [DEFAULTS[axis]],
+                            dtype=object)  # fmt: skip
+        values = defaults[sec_index]
+        cue_starts = np.asarray(cues.starts, dtype=np.int64)
+        near = np.searchsorted(cue_starts, hi) > np.searchsorted(cue_starts, lo)
+        for i in np.flatnonzero(near).tolist():
+            v = cues.value(int(s[i]), int(e[i]), int(lo[i]), int(hi[i]))
+            if v is not None:
+                values[i] = v
+        out[axis] = values.tolist()
     return out

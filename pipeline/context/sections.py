@@ -78,14 +78,19 @@ def _header_at_colon(text: str, colon: int, titles: dict[str, str]) -> Header | 
     m = _UPPER_TITLE.search(text, lo, colon)
     if m:
         start: int | None = m.start(1)
+        named = normalise_title(m.group(1))  # the title whose section it is
         if not _follows_boundary(text, m.start(1)) and not _after_gap(text, m.start(1)):
-            start = _known_suffix(text, m, titles, gap=True)
-        elif normalise_title(m.group(1)) not in titles:  # HIS SOCIAL HISTORY:
-            start = _known_suffix(text, m, titles, gap=False) or start
+            start = _known_suffix(text, m, titles, gap=True)  # the header is that suffix
+            named = normalise_title(text[start : m.end(1)]) if start is not None else named
+        elif named not in titles:  # OPERATIVE FINDINGS: a findings section, titled in full
+            suffix = _known_suffix(text, m, titles, gap=False)
+            if suffix is not None:
+                named = normalise_title(text[suffix : m.end(1)])
+                start = suffix if _after_gap(text, suffix) else start  # a field of its own
         if start is not None:
             title = text[start : m.end(1)]
             if len(title.split()) <= _MAX_WORDS and (len(title) > 1 or title in titles):
-                return Header(start, m.end(1), colon + 1, titles.get(normalise_title(title)))
+                return Header(start, m.end(1), colon + 1, titles.get(named))
     m = _ANY_TITLE.search(text, lo, colon)
     if m and _opens_line(text, m.start(1)):
         section = titles.get(normalise_title(m.group(1)))

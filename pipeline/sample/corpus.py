@@ -40,6 +40,10 @@ GOLD_SCHEMA = pa.schema(
         pa.field(schemas.END, pa.int32(), nullable=False),
         pa.field(schemas.TEXT, pa.string(), nullable=False),
         pa.field(schemas.LABEL, pa.string(), nullable=False),
+        # The gold context of the mention (the job's entities carry the same columns).
+        pa.field(schemas.NEGATION, pa.string(), nullable=False),
+        pa.field(schemas.TEMPORALITY, pa.string(), nullable=False),
+        pa.field(schemas.EXPERIENCER, pa.string(), nullable=False),
     ]
 )
 
@@ -150,45 +154,45 @@ _NUMBERS: dict[str, Callable[[random.Random], str]] = {
 }
 
 _OPENING = """
-The patient is {a_age}-year-old {sex} with a history of {D}, {D}, and {D} who presents with\
- {complaint}.
+The patient is {a_age}-year-old {sex} with a history of {D:hist}, {D:hist}, and {D:hist} who\
+ presents with {complaint}.
 This is {a_age}-year-old {sex} with {D} and {D}, admitted with {complaint}.
 {He} is {a_age}-year-old {job} with known {D} who was referred by Dr. {doctor} for {complaint}.
 """
 _HPI = """
 {He} was started on {C} {mg} {freq} by {his} primary care physician {n} weeks ago.
 {He} reports good adherence to {C} but admits to missing doses of {C} over the past month.
-{D} was diagnosed {n} years ago and has been managed with {C}.
-There is no prior history of {D} or {D}.
+{D:hist} was diagnosed {n} years ago and has been managed with {C}.
+There is no prior history of {D:neg+hist} or {D:neg+hist}.
 In the emergency department, {he} received {C} {mg} {route} and was given {C} for {complaint}.
 Of note, {he} was recently treated for {D} with a {n}-day course of {C}.
-{He} denies any personal history of {D}, although {his} {relative} has {D}.
-{C} was held on admission because of concern for {D}.
+{He} denies any personal history of {D:neg+hist}, although {his} {relative} has {D:fam}.
+{C} was held on admission because of concern for {D:pos}.
 Initial blood pressure was {bp} mmHg with a heart rate of {hr} beats per minute.
 {He} was seen by Dr. {doctor} in clinic, where {C} was increased to {mg} {freq}.
 Workup at the outside hospital included {proc}, which was unremarkable.
-{He} had a similar episode in {year} attributed to {D} (treated with {C}).
-Symptoms were partially relieved by {C}, and {he} has not tried {C}.
+{He} had a similar episode in {year} attributed to {D:hist} (treated with {C:hist}).
+Symptoms were partially relieved by {C}, and {he} has not tried {C:neg}.
 {His} {D} has been difficult to control despite {C}, {C}, and lifestyle changes.
 {He} was switched to an alternative agent ({C}) after developing {D}."""
 _COURSE = """On hospital day {n}, {he} developed {D} and {C} was discontinued.
 {C} was titrated to {mg} {freq} with improvement in {his} {measure}.
 Cardiology was consulted and recommended continuing {C} for {D}.
-{Proc} was repeated on day {n} and showed no evidence of {D}.
+{Proc} was repeated on day {n} and showed no evidence of {D:neg}.
 {His} {D} was managed with {C} and {C}, and {he} remained hemodynamically stable.
 Because of {D}, the dose of {C} was reduced to {mg}.
 {He} was transitioned from intravenous {C} to oral {C} on day {n}.
 Blood cultures remained negative, and {C} was stopped after {n} days.
 Physical therapy evaluated {him} and recommended discharge with {service}.
 Laboratory studies on day {n} showed {lab}.
-The patient tolerated {C} without evidence of {D}.
+The patient tolerated {C} without evidence of {D:neg}.
 {Cc} levels were monitored daily and remained in the therapeutic range.
-There were no signs of {D} during this admission; {C} was continued.
-{He} was counselled about the risk of {D} associated with {C}.
+There were no signs of {D:neg} during this admission; {C} was continued.
+{He} was counselled about the risk of {D:hyp} associated with {C}.
 A family meeting was held with {his} {relative}, and the plan of care was reviewed."""
 _PLAN = """{Dc}: continue {C} {mg} {freq}; recheck {measure} in {n} days.
 {Dc}, likely secondary to {C}. Hold {C} and repeat laboratory studies in the morning.
-History of {D}: stable, continue home {C}.
+History of {D:hist}: stable, continue home {C}.
 Prophylaxis: {C} {mg} {route} per protocol.
 {Dc}, new this admission. Start {C} and obtain {proc}.
 {Dc}: well controlled on {C}; no changes today."""
@@ -215,7 +219,7 @@ _OTHER = {
 {He} quit smoking {n} years ago and drinks alcohol only socially.
 {He} denies illicit drug use and walks {n} blocks daily.""",
     "FAMILY HISTORY": """Mother with {D}. Father died of {D} at age {age}.
-Family history is negative for {D}.
+Family history is negative for {D:neg}.
 {His} {relative} has {D} and {D}.""",
     "PHYSICAL EXAMINATION": """
 VITAL SIGNS: Temperature {temp} C, blood pressure {bp}, heart rate {hr}, respiratory rate {rr}.
@@ -267,7 +271,20 @@ Clinicians should monitor patients receiving {C} for signs of {D}.
 Further studies are needed to clarify the role of {C} in {D}.""",
 }
 
-_SLOT = re.compile(r"\{(\w+)\}")
+# A slot: {D} or {C} (an entity), {Dc} (capitalised), {D:neg+hist} (with its gold context).
+_SLOT = re.compile(r"\{(\w+)(?::([\w+]+))?\}")
+# Gold context tags: what each sets (axis, value); an entity without a tag is affirmed,
+# recent and the patient's.
+_TAGS = {
+    "neg": ("negation", "negated"),
+    "pos": ("negation", "possible"),
+    "hist": ("temporality", "historical"),
+    "hyp": ("temporality", "hypothetical"),
+    "fam": ("experiencer", "other"),
+}
+_CONTEXT_DEFAULTS = {"negation": "affirmed", "temporality": "recent", "experiencer": "patient"}
+# Sections whose entities are, unless a tag says otherwise, historical or someone else's.
+_SECTION_TAGS = {"PAST MEDICAL HISTORY": "hist", "ALLERGIES": "hist", "FAMILY HISTORY": "fam"}
 Segment = tuple[str, str | None]  # (text, label or None for plain text)
 
 
@@ -326,7 +343,8 @@ class _Writer:
             used.add(text)
             if label and (name.endswith("c") or not segments):
                 text = text[:1].upper() + text[1:]  # sentence-initial or list-item capital
-            segments.append((text, label))
+            tags = match.group(2)
+            segments.append((text, f"{label}|{tags}" if label and tags else label))
             pos = match.end()
         segments.append((template[pos:], None))
         return segments
@@ -346,6 +364,19 @@ class _Writer:
             lead = self.rng.choice(leads) if leads and self.rng.random() < 0.3 else ""
             out.append(self.render(self.template(block), lead))
         return out
+
+
+def _with_tag(sentences: list[list[Segment]], tag: str) -> list[list[Segment]]:
+    """``sentences`` with ``tag`` on every entity that has no tag of its axis yet."""
+    axis = _TAGS[tag][0]
+
+    def tagged(label: str) -> str:
+        name, _, tags = label.partition("|")
+        if any(_TAGS[t][0] == axis for t in tags.split("+") if t):
+            return label
+        return f"{name}|{tags + '+' if tags else ''}{tag}"
+
+    return [[(t, tagged(lab) if lab else lab) for t, lab in sentence] for sentence in sentences]
 
 
 def _distinct(items: list[list[Segment]]) -> list[list[Segment]]:
@@ -380,11 +411,15 @@ def _note(w: _Writer, target_words: int) -> list[Segment]:
     rng, long_note = w.rng, target_words >= 700
     hpi = w.sentences(_OPENING, 1) + w.sentences(_HPI, rng.randint(2, 5), _NOTE_LEADS)
     sections = [("HISTORY OF PRESENT ILLNESS", hpi, False)]
-    sections.append(("PAST MEDICAL HISTORY", _distinct(w.sentences(_PMH, rng.randint(2, 6))), True))
+    pmh = _distinct(w.sentences(_PMH, rng.randint(2, 6)))
+    sections.append(("PAST MEDICAL HISTORY", _with_tag(pmh, "hist"), True))
     sections.append(("MEDICATIONS", _distinct(w.sentences(_MEDS, rng.randint(2, 9))), True))
     for heading, block in _OTHER.items():
         if long_note or rng.random() < 0.3:
-            sections.append((heading, w.sentences(block, rng.randint(1, 3)), False))
+            sentences = w.sentences(block, rng.randint(1, 3))
+            if heading in _SECTION_TAGS:
+                sentences = _with_tag(sentences, _SECTION_TAGS[heading])
+            sections.append((heading, sentences, False))
     course: list[list[Segment]] = []
     if long_note:
         sections.append(("HOSPITAL COURSE", course, False))
@@ -421,11 +456,14 @@ def _assemble(doc_id: str, segments: list[Segment]) -> tuple[str, list[tuple]]:
     pos = 0
     for text, label in segments:
         if label is not None:
-            spans.append((doc_id, pos, pos + len(text), text, label))
+            name, _, tags = label.partition("|")
+            context = dict(_CONTEXT_DEFAULTS)
+            context.update(_TAGS[t] for t in tags.split("+") if t)
+            spans.append((doc_id, pos, pos + len(text), text, name, *context.values()))
         parts.append(text)
         pos += len(text)
     full = "".join(parts)
-    if not spans or any(full[s:e] != t for _, s, e, t, _ in spans):
+    if not spans or any(full[s:e] != t for _, s, e, t, *_ in spans):
         raise AssertionError(f"sample document {doc_id}: gold spans do not match its text")
     return full, spans
 
@@ -440,9 +478,11 @@ def generate_corpus(
 
     docs: doc_id, text, source ("note" | "abstract"), split ("train" | "heldout").
     entities: doc_id, start, end (int32 character offsets, end exclusive), text, label,
-    with ``text == docs.text[start:end]``. Notes run ~150-350 words, one in five ~600-1800;
-    abstracts 150-350 words, a few longer. About a quarter of each source is heldout, and
-    heldout documents also use lexicon entries that no train document contains.
+    with ``text == docs.text[start:end]``, and the mention's gold context (negation,
+    temporality, experiencer) as the templates and their sections say. Notes run ~150-350
+    words, one in five ~600-1800; abstracts 150-350 words, a few longer. About a quarter of
+    each source is heldout, and heldout documents also use lexicon entries that no train
+    document contains.
     """
     rng = random.Random(seed)
     unseen = {

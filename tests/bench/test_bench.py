@@ -79,6 +79,7 @@ def test_benchmark_rows_checks_and_markdown(setup, tmp_path, capsys):
         ("ours: NER stage", "bfloat16"),
         ("ours: embedding stage", "float32"),
         ("ours: embedding stage", "bfloat16"),
+        ("ours: context stage (sentences, sections, ConText)", "-"),
         ("bare forward passes (NER model, no decoding)", "float32"),
         ("ours in process: NER + embedding (sum)", "float32"),
     ]
@@ -227,8 +228,13 @@ def test_skip_baselines_with_repeat_keeps_our_rows_and_their_targets(setup, tmp_
     assert [r["row"] for r in result["rows"]] == [
         "ours: NER stage",
         "ours: embedding stage",
+        "ours: context stage (sentences, sections, ConText)",
         "ours in process: NER + embedding (sum)",
     ]
+    ctx = result["rows"][2]
+    texts = B.repeat_documents(B.load_documents(setup["docs"], None), 3).column("text")
+    assert ctx["text_mb"] == round(sum(len(t.as_py().encode()) for t in texts) / 1e6, 3)
+    assert ctx["mb_per_cpu_s"] > 0 and ctx["padding"] is None
     kept = len(setup["kept"])
     assert result["corpus"]["docs"] == 3 * kept and result["corpus"]["repeat"] == 3
     single = B.prepare_corpus(
@@ -236,5 +242,25 @@ def test_skip_baselines_with_repeat_keeps_our_rows_and_their_targets(setup, tmp_
     )
     assert result["corpus"]["window_tokens"] == 3 * single.window_tokens
     assert "ner_vs_pipeline" not in result["checks"]
-    assert [t["target"].split()[0] for t in result["targets"]] == ["Padding"]
+    assert [t["target"].split()[0] for t in result["targets"]] == [">=", "Padding"]
+    assert "MB of note text" in result["targets"][0]["target"]
     assert f"({kept} distinct, each 3 times)" in capsys.readouterr().out
+
+
+def test_context_only_runs_the_ner_stage_then_the_context_row(setup, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--docs", setup["docs"], "--model", setup["encoder"], "--context-only"]
+    args += ["--max-length", str(MAX_LENGTH), "--stride", str(STRIDE), "--dtype", "float32"]
+    args += ["--json", str(out), "--workdir", str(tmp_path / "work")]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert [r["row"] for r in result["rows"]] == [
+        "ours: NER stage",
+        "ours: context stage (sentences, sections, ConText)",
+    ]
+    ctx = result["rows"][1]
+    assert ctx["entities"] > 0 and ctx["mb_per_cpu_s"] > 0
+    assert [t["target"] for t in result["targets"]] == [
+        ">= 2 MB of note text per second per core for sentences + sections + context"
+    ]
+    assert "MB of text per CPU second" in capsys.readouterr().out

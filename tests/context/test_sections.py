@@ -67,5 +67,8 @@ def test_capitals_and_colons_inside_prose_are_not_headers() -> None:
 
 
 def test_a_known_title_at_the_end_of_a_longer_capitalised_header() -> None:
-    text = "HIS SOCIAL HISTORY:  He denies tobacco."
-    assert [(s, t) for s, t, _ in sections(text)] == [("social_history", "SOCIAL HISTORY")]
+    text = "HIS SOCIAL HISTORY:  He denies tobacco.  OPERATIVE FINDINGS:  A polyp."
+    assert [(s, t) for s, t, _ in sections(text)] == [
+        ("social_history", "HIS SOCIAL HISTORY"),  # the title as written, named by its end
+        ("results", "OPERATIVE FINDINGS"),
+    ]

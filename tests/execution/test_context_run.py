@@ -10,11 +10,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 from support import tiny_models as tm
 
 from pipeline import AnnotateConfig, InputError, ModelSpec, annotate
 from pipeline import schemas as S
+from pipeline.evaluation.output import evaluate
 from pipeline.storage import files as storage
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,6 @@ BAD = {
     "document_not_ok": {"doc_id": "n2", "start": 0, "end": 3, "label": "Problem"},
     "out_of_range": {"doc_id": "n3", "start": 5, "end": 500, "label": "Problem"},
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +109,23 @@ def test_given_spans_with_no_model_get_context_and_every_bad_span_is_counted(loc
         assert row.title == text[row.title_start : row.title_end]
         assert row.start == row.title_start and row.end <= len(text)
     assert sections["end"].iloc[-1] == len(NOTES["n1"])
+
+    # jobs.evaluate scores the context columns when the gold spans carry them
+    gold = pa.Table.from_pylist(
+        [{**g, "negation": n, "temporality": t, "experiencer": x}
+         for g, (n, t, x) in zip(GOOD, [("negated", "recent", "patient"),
+                                        ("affirmed", "historical", "patient"),
+                                        ("affirmed", "recent", "other"),
+                                        ("negated", "hypothetical", "patient")])]
+    )  # fmt: skip
+    pq.write_table(gold, corpus / "gold.parquet")
+    scored = evaluate(
+        result.output_uri, str(corpus / "gold.parquet"), json_uri=str(corpus / "e.json")
+    )
+    ctx = scored.report["context"]
+    assert ctx["n_matched"] == 4 and ctx["all_axes_right"] == pytest.approx(0.75)  # fever
+    assert ctx["axes"]["negation"]["values"]["negated"]["recall"] == pytest.approx(0.5)
+    assert "all axes right: 75.0%" in scored.table
 
 
 def test_the_new_columns_read_alike_in_pandas_duckdb_and_polars(local_ray, corpus):

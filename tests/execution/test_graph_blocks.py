@@ -15,13 +15,6 @@ from pipeline.execution.plan import shard_groups
 from pipeline.types import Shard
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _one_shard() -> ray.data.Dataset:
     def read(batch: dict) -> object:  # a shard read as three batches of ten documents
         for i in range(3):

@@ -9,7 +9,6 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 from support import tiny_models as tm
 from support.documents import sentence
 
@@ -17,13 +16,6 @@ from pipeline import AnnotateConfig, InputError, ModelSpec, Scheduling, annotate
 from pipeline.storage import files as storage
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

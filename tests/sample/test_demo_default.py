@@ -54,6 +54,27 @@ def test_first_default_run_trains_the_demo_model_and_scores_it(tmp_path: Path) -
     # this regular invented text (the issue's bar: a useful demo, not a real model).
     assert f1 >= 0.8, f1
 
+    # Context: the summary shows the negated share, and the rules' accuracy on held-out
+    # notes, recounted here from the gold file and the entity table.
+    assert re.search(r"Entities by negation: .*negated \d+ \(\d+\.\d%\)", res.stdout)
+    docs = pq.read_table(cache / CORPUS_DIR / "heldout_docs.parquet").to_pylist()
+    notes = {d[S.DOC_ID] for d in docs if d["source"] == "note"}
+    axes = (S.NEGATION, S.TEMPORALITY, S.EXPERIENCER)
+    key = (S.DOC_ID, S.START, S.END)
+    gold_ctx = {
+        tuple(r[k] for k in key): tuple(r[a] for a in axes)
+        for r in pq.read_table(cache / CORPUS_DIR / "heldout_entities.parquet").to_pylist()
+        if r[S.DOC_ID] in notes
+    }
+    pred_ctx = {tuple(r[k] for k in key): tuple(r[a] for a in axes) for r in ents.to_pylist()}
+    matched = [k for k in gold_ctx if k in pred_ctx]
+    right = sum(gold_ctx[k] == pred_ctx[k] for k in matched) / len(matched)
+    shown = re.search(r"on (\d+) held-out note mentions found exactly: all three right "
+                      r"([0-9.]+)%", res.stdout)  # fmt: skip
+    assert shown and int(shown[1]) == len(matched)
+    assert float(shown[2]) == pytest.approx(100 * right, abs=0.05)
+    assert right >= 0.85, right
+
     # Every sample document is in the documents table, and the embeddings are there too.
     run = read_run(str(out))
     n_docs = sum(

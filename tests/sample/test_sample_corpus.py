@@ -183,3 +183,31 @@ def test_write_sample_corpus_round_trips(tmp_path: pathlib.Path) -> None:
         assert split_ents.to_pylist() == expected
         for e in split_ents.to_pylist():
             assert rows[e["doc_id"]]["text"][e["start"] : e["end"]] == e["text"]
+
+
+def test_gold_context_follows_the_wording_and_the_sections(
+    corpus: tuple[pa.Table, pa.Table], docs_by_id: dict[str, dict]
+) -> None:
+    _, entities = corpus
+    seen = collections.Counter()
+    for e in entities.to_pylist():
+        text = docs_by_id[e["doc_id"]]["text"]
+        before = text[max(0, e["start"] - 40) : e["start"]]
+        ctx = (e["negation"], e["temporality"], e["experiencer"])
+        if before.endswith("no prior history of "):
+            assert ctx == ("negated", "historical", "patient")
+            seen["negated history"] += 1
+        if before.endswith("concern for "):
+            assert ctx[0] == "possible"
+        if before.endswith("the risk of "):
+            assert ctx[1] == "hypothetical"
+            seen["hypothetical"] += 1
+        heading = text.rfind(":", 0, e["start"])
+        section = text[text.rfind("\n", 0, heading) + 1 : heading]
+        if section == "FAMILY HISTORY":
+            assert ctx[2] == "other"
+            seen["family"] += 1
+        if section == "PAST MEDICAL HISTORY":
+            assert ctx[1] == "historical"
+    assert min(seen.values()) > 5 and len(seen) == 3
+    assert set(entities["negation"].to_pylist()) == {"affirmed", "negated", "possible"}
