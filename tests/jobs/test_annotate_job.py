@@ -71,11 +71,15 @@ def test_job_end_to_end_then_resume_without_duplicates(corpus):
     assert emb.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     assert emb.num_rows == sum(d["n_chunks"] for d in docs)
     run = read_run(out)
+    # context is on with a NER model: these headerless sentences have no sections
     assert run["rows"] == {
         "documents": len(docs),
         "entities": len(ents),
+        "sections": 0,
         "embeddings": emb.num_rows,
     }
+    assert read_table(out, "sections").num_rows == 0
+    assert {e["negation"] for e in ents} <= {"affirmed", "negated", "possible"}
     assert run["shards"] == {"total": 3, "done": 3, "skipped": 0, "failed": 0}
     assert run["models"]["ner"]["weights_sha256"] and run["models"]["embed"]["dim"] == 32
     # the budget the actors used, here the CPU default (no --batch-tokens given)
