@@ -412,7 +412,8 @@ def _note(w: _Writer, target_words: int) -> list[Segment]:
     hpi = w.sentences(_OPENING, 1) + w.sentences(_HPI, rng.randint(2, 5), _NOTE_LEADS)
     sections = [("HISTORY OF PRESENT ILLNESS", hpi, False)]
     pmh = _distinct(w.sentences(_PMH, rng.randint(2, 6)))
-    sections.append(("PAST MEDICAL HISTORY", _with_tag(pmh, "hist"), True))
+    pmh = _with_tag(pmh, _SECTION_TAGS["PAST MEDICAL HISTORY"])
+    sections.append(("PAST MEDICAL HISTORY", pmh, True))
     sections.append(("MEDICATIONS", _distinct(w.sentences(_MEDS, rng.randint(2, 9))), True))
     for heading, block in _OTHER.items():
         if long_note or rng.random() < 0.3:
