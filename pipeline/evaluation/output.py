@@ -60,10 +60,8 @@ def evaluate(
     over the documents of ``gold_docs`` (default: the gold entities' documents and those
     of ``pred/documents``); write the report to ``json_uri`` (default ``pred/eval.json``).
     Raises ``InputError`` naming the URI and column when an input lacks one."""
-    gold = _read(gold_entities, list(SPAN_COLUMNS), "gold entities")
     axes = _context_columns(gold_entities)
-    if axes:
-        gold = _read(gold_entities, [*SPAN_COLUMNS, *axes], "gold entities")
+    gold = _read(gold_entities, [*SPAN_COLUMNS, *axes], "gold entities")
     pred_entities = _read(storage.join(pred, ENTITIES_DIR), [*SPAN_COLUMNS, *axes], "pred entities")
 
     documents_uri = storage.join(pred, DOCUMENTS_DIR)
@@ -140,7 +138,7 @@ def _coverage(pred_docs: pa.Table | None, doc_ids: set[str], documents_uri: str)
 def _context_columns(uri: str) -> list[str]:
     """The context columns the gold entities carry (read from the schema only)."""
     try:
-        names = storage.read_parquet_table(uri).schema.names
+        names = storage.parquet_schema(uri).names
     except (OSError, pa.ArrowInvalid):
-        return []
+        return []  # _read names what is wrong with the file
     return context_axes(names)

@@ -141,6 +141,15 @@ def parquet_metadata(uri: str) -> tuple[int, pa.Schema]:
         return pf.metadata.num_rows, pf.schema_arrow
 
 
+def parquet_schema(uri: str) -> pa.Schema:
+    """The Arrow schema of one Parquet file or of every Parquet file under a folder (as
+    ``read_parquet_table`` reads them), from the footers only."""
+    fs, path = filesystem(uri)
+    if fs.isdir(path):
+        return pads.dataset(path, format="parquet", filesystem=fs).schema
+    return parquet_metadata(uri)[1]
+
+
 def iter_parquet_batches(uri: str, columns: list[str], batch_size: int) -> Iterator[pa.Table]:
     """Stream ``columns`` of one Parquet file in tables of at most ``batch_size`` rows."""
     fs, path = filesystem(uri)
