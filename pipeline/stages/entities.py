@@ -59,7 +59,9 @@ class EntityStage:
             self.spans = SpanIndex(storage.read_parquet_table(settings.spans_uri))
         self.lexicon = lexicon.load() if settings.context else None
 
-    def _entities(self, batch: pa.Table) -> list[list[dict[str, Any]]]:
+    def _entities(
+        self, batch: pa.Table, texts: list[str], statuses: list[str]
+    ) -> list[list[dict[str, Any]]]:
         n = batch.num_rows
         if S.ENTITIES in batch.column_names:
             model = [list(x or []) for x in batch.column(S.ENTITIES).to_pylist()]
@@ -68,8 +70,6 @@ class EntityStage:
         if self.spans is None:
             return model
         ids = batch.column(S.DOC_ID).to_pylist()
-        texts = batch.column(S.TEXT_INTERNAL).to_pylist()
-        statuses = batch.column(S.STATUS_INTERNAL).to_pylist()
         for i in range(n):
             if statuses[i] != S.STATUS_OK:
                 continue  # counted in run.json (spans_rejected), never attached
@@ -84,11 +84,11 @@ class EntityStage:
         return model
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        entities = self._entities(batch)
+        texts = batch.column(S.TEXT_INTERNAL).to_pylist()
+        statuses = batch.column(S.STATUS_INTERNAL).to_pylist()
+        entities = self._entities(batch, texts, statuses)
         sections: list[list[dict[str, Any]]] = [[] for _ in entities]
         if self.context:
-            texts = batch.column(S.TEXT_INTERNAL).to_pylist()
-            statuses = batch.column(S.STATUS_INTERNAL).to_pylist()
             for i, (text, ents) in enumerate(zip(texts, entities)):
                 if statuses[i] == S.STATUS_OK:
                     sections[i] = self._annotate(text, ents)
