@@ -17,11 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.context.lexicon import AXES, DEFAULTS
 from pipeline.evaluation.scoring import Counts
-from pipeline.schemas import DOC_ID, END, EXPERIENCER, NEGATION, START, TEMPORALITY
+from pipeline.schemas import DOC_ID, END, NEGATION, START
 
-AXES = (NEGATION, TEMPORALITY, EXPERIENCER)
-DEFAULTS = {NEGATION: "affirmed", TEMPORALITY: "recent", EXPERIENCER: "patient"}
 # Values a gold set may not have, scored as the default when it never uses them.
 FOLDABLE = {NEGATION: {"possible"}}
 _KEY = [DOC_ID, START, END]

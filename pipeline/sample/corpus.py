@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schemas
+from pipeline.context import lexicon as context_lexicon
 from pipeline.storage import files as storage
 
 DISEASE = "Disease"
@@ -282,7 +283,6 @@ _TAGS = {
     "hyp": ("temporality", "hypothetical"),
     "fam": ("experiencer", "other"),
 }
-_CONTEXT_DEFAULTS = {"negation": "affirmed", "temporality": "recent", "experiencer": "patient"}
 # Sections whose entities are, unless a tag says otherwise, historical or someone else's.
 _SECTION_TAGS = {"PAST MEDICAL HISTORY": "hist", "ALLERGIES": "hist", "FAMILY HISTORY": "fam"}
 Segment = tuple[str, str | None]  # (text, label or None for plain text)
@@ -458,7 +458,7 @@ def _assemble(doc_id: str, segments: list[Segment]) -> tuple[str, list[tuple]]:
     for text, label in segments:
         if label is not None:
             name, _, tags = label.partition("|")
-            context = dict(_CONTEXT_DEFAULTS)
+            context = dict(context_lexicon.DEFAULTS)
             context.update(_TAGS[t] for t in tags.split("+") if t)
             spans.append((doc_id, pos, pos + len(text), text, name, *context.values()))
         parts.append(text)
