@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.viterbi import viterbi_documents
+
 # Prefixes of BIO/IOB2, BIOES/IOBES and BILOU: S-/U- is a one-token entity, E-/L- its last.
 _BEGINS, _INSIDES, _ENDS = frozenset("BSU"), frozenset("IEL"), frozenset("ESLU")
 _PREFIXED = re.compile(r"([BIESLU])[-_](.*)", re.DOTALL)
@@ -131,7 +133,7 @@ class TokenPredictions:
     word_ids: np.ndarray  # word of each token within its document
     starts: np.ndarray  # character offsets in its document's text, end exclusive
     ends: np.ndarray
-    probs: np.ndarray | None = None  # (tokens, labels): only the average strategy needs them
+    probs: np.ndarray | None = None  # (tokens, labels): for average or Viterbi decoding
 
 
 @dataclass(frozen=True)
@@ -213,16 +215,20 @@ def aggregate_words(
     raise ValueError(f"unknown aggregation strategy {strategy!r}")
 
 
-def decode_spans(pred: TokenPredictions, scheme: LabelScheme, strategy: str, text: str) -> Spans:
+def decode_spans(
+    pred: TokenPredictions, scheme: LabelScheme, strategy: str, text: str, decoding: str = "greedy"
+) -> Spans:
     """Group a document's token predictions into entity spans.
 
     Consecutive units of the same type join one entity unless a unit begins one
     (``B-``, ``S-``) or the unit before ends one (``E-``, ``S-``); the entity score is the
     mean of its units' scores; ``O`` groups are dropped. Offsets are characters of
-    ``text``, trimmed as :func:`trim_span` says.
+    ``text``, trimmed as :func:`trim_span` says. ``decoding="viterbi"`` replaces each
+    unit's own most probable label by the best sequence the scheme allows
+    (:mod:`pipeline.core.viterbi`); it needs ``pred.probs``.
     """
     bounds = np.array([0, len(pred.label)])
-    spans, _ = decode_documents(pred, bounds, [text], scheme, strategy)
+    spans, _ = decode_documents(pred, bounds, [text], scheme, strategy, decoding)
     return spans
 
 
@@ -232,6 +238,7 @@ def decode_documents(
     texts: list[str],
     scheme: LabelScheme,
     strategy: str,
+    decoding: str = "greedy",
 ) -> tuple[Spans, np.ndarray]:
     """:func:`decode_spans` over several documents in one go: their token arrays are
     concatenated, document ``i`` owning tokens ``bounds[i]:bounds[i + 1]`` (its own word
@@ -253,6 +260,10 @@ def decode_documents(
     label, score, first_tok, last_tok = aggregate_words(
         pred.label, pred.score, pred.word_ids, strategy, pred.probs, doc_first, pieces
     )
+    if decoding == "viterbi":
+        label, score = _constrained(pred, scheme, strategy, bounds, first_tok, last_tok)
+    elif decoding != "greedy":
+        raise ValueError(f"unknown decoding {decoding!r}")
     tag = scheme.tag_of[label]
     new_group = np.ones(len(label), dtype=bool)
     new_group[1:] = (
@@ -283,6 +294,31 @@ def decode_documents(
         g_score[keep][nonempty].astype(np.float32),
     )
     return spans, np.bincount(doc, minlength=n_docs)
+
+
+def _constrained(
+    pred: TokenPredictions,
+    scheme: LabelScheme,
+    strategy: str,
+    bounds: np.ndarray,
+    first_tok: np.ndarray,
+    last_tok: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's label from the best allowed sequence over its document, and that
+    label's probability. A unit's label probabilities are its first token's (``first``,
+    ``simple``), their mean (``average``) or their maximum (``max``)."""
+    if pred.probs is None:
+        raise ValueError("Viterbi decoding needs full label probabilities")
+    probs = pred.probs
+    if strategy == "average":
+        unit = np.add.reduceat(probs, first_tok, axis=0) / (last_tok - first_tok + 1)[:, None]
+    elif strategy == "max":
+        unit = np.maximum.reduceat(probs, first_tok, axis=0)
+    else:
+        unit = probs[first_tok]
+    unit_bounds = np.searchsorted(first_tok, bounds)  # a document's first token starts a unit
+    label = viterbi_documents(unit, unit_bounds, scheme)
+    return label, unit[np.arange(len(label)), label]
 
 
 def trim_spans(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
