@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how subword predictions form words, as in transformers' pipeline",
     )
     w.add_argument(
+        "--decoding",
+        choices=("viterbi", "greedy"),
+        default="viterbi",
+        help="viterbi: the most probable label sequence the label scheme allows (no I-X "
+        "after O or another type); greedy: each word's most probable label, as "
+        "transformers' pipeline",
+    )
+    w.add_argument(
         "--pooling",
         choices=POOLINGS,
         default=None,
@@ -260,6 +268,7 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         text_column=args.text_column,
         stride=args.stride,
         aggregation=args.aggregation,
+        decoding=args.decoding,
         normalize=not args.no_normalize,
         dtype=args.dtype,
         max_chars=args.max_chars,

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile our stages' encoders (and the job's); compilation happens in the "
         "warm-up, outside the timings",
     )
+    p.add_argument(
+        "--decoding",
+        choices=("greedy", "viterbi"),
+        default=BenchSettings.decoding,
+        help="NER decoding of our stages and the job (default greedy: the transformers "
+        "pipeline's, so that their entities can be compared; viterbi is the job's default)",
+    )
     p.add_argument("--skip-ray", action="store_true", help="leave out the jobs.annotate row")
     p.add_argument(
         "--context-only",
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_batch_sizes=tuple(int(x) for x in args.hf_batch_sizes.split(",")),
         trial_docs=args.trial_docs,
         compile_model=args.compile,
+        decoding=args.decoding,
         # a compiled model specialises on some shapes (one-window passes): warm up on more
         warmup_docs=64 if args.compile else BenchSettings.warmup_docs,
     )

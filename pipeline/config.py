@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Aggregation = Literal["first", "average", "max", "simple"]
+Decoding = Literal["viterbi", "greedy"]
 Pooling = Literal["mean", "cls"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Mode = Literal["resume", "overwrite"]
@@ -43,6 +44,7 @@ class AnnotateConfig:
     text_column: str = "text"
     stride: int = 128  # overlap between consecutive windows, tokens
     aggregation: Aggregation = "first"
+    decoding: Decoding = "viterbi"  # best sequence the label scheme allows, or per word
     normalize: bool = True  # L2-normalise embeddings
     dtype: DType = "auto"
     max_chars: int = 1_000_000  # longer documents get status "error", never truncated
@@ -104,6 +106,7 @@ class EncoderSettings:
 @dataclass(frozen=True)
 class NerSettings(EncoderSettings):
     aggregation: Aggregation = "first"
+    decoding: Decoding = "viterbi"
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,14 @@ def stage_row(
     budget = job_batch_tokens(s, model_dir, dtype)
     if role == "ner":
         stage: Any = NerStage(
-            NerSettings(model_dir, s.max_length, s.stride, dtype, aggregation="first"),
+            NerSettings(
+                model_dir,
+                s.max_length,
+                s.stride,
+                dtype,
+                aggregation="first",
+                decoding=s.decoding,
+            ),  # fmt: skip
             EncoderScheduling(budget, compile_model=s.compile_model),
         )
         finish: Callable[[pa.Table], pa.Table] = entity_rows

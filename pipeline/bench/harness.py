@@ -51,6 +51,9 @@ class BenchSettings:
     st_batch_size: int = 32  # sentence-transformers' default
     warmup_docs: int = 4
     compile_model: bool = False  # torch.compile our stages' encoders (and the job's)
+    # The pipeline's per-word decoding by default, so that the parity check with it
+    # compares the same work; "viterbi" times the annotate job's default decoding.
+    decoding: str = "greedy"
 
     def warmup(self, n_docs: int) -> int:
         """Documents a row runs untimed before it is timed. On a GPU, all of them: the

@@ -234,6 +234,7 @@ def annotate_args(
         *(("--batch-tokens", str(s.batch_tokens)) if s.batch_tokens else ()),
         *(("--docs-per-batch", str(s.docs_per_batch)) if s.docs_per_batch else ()),
         *(("--compile",) if s.compile_model else ()),
+        *("--decoding", s.decoding),
     ]
 
 

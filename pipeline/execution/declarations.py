@@ -23,7 +23,8 @@ class EncoderStage:
 
 
 def _ner(cfg: AnnotateConfig, info: ModelInfo, common: dict[str, Any]) -> EncoderStage:
-    return EncoderStage("ner", NerStage, NerSettings(**common, aggregation=cfg.aggregation))
+    settings = NerSettings(**common, aggregation=cfg.aggregation, decoding=cfg.decoding)
+    return EncoderStage("ner", NerStage, settings)
 
 
 def _embed(cfg: AnnotateConfig, info: ModelInfo, common: dict[str, Any]) -> EncoderStage:

@@ -177,6 +177,7 @@ def fingerprint(
         "id_column": cfg.id_column,
         "text_column": cfg.text_column,
         "aggregation": cfg.aggregation if "ner" in infos else None,
+        **({"decoding": cfg.decoding} if "ner" in infos else {}),
         "normalize": cfg.normalize,
         "max_chars": cfg.max_chars,
         "dtype": cfg.dtype,

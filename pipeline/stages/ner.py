@@ -35,6 +35,9 @@ class NerStage:
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         self.scheme = LabelScheme.from_id2label(self.id2label)
         self.aggregation = settings.aggregation
+        self.decoding = settings.decoding
+        # Full label probabilities leave the device only when decoding needs them.
+        self.full_probs = self.aggregation == "average" or self.decoding == "viterbi"
         self.stride = settings.stride
         self.n_prefix = len(self.encoder.prefix)
 
@@ -42,12 +45,12 @@ class NerStage:
         return self.model(input_ids=ids, attention_mask=mask).logits
 
     def _reduce(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # Only label ids and their probabilities leave the device; full label
-        # probabilities only for the `average` strategy (n_labels floats a token).
+        # Label ids and their probabilities leave the device; full label probabilities
+        # (n_labels floats a token) only for `average` or Viterbi decoding.
         probs = logits.float().softmax(dim=-1)
         score, label = probs.max(dim=-1)
         out = (label.int(), score)
-        return (*out, probs) if self.aggregation == "average" else out
+        return (*out, probs) if self.full_probs else out
 
     def predictions(
         self, docs: list[int], by_doc: list[np.ndarray], owned: tuple[np.ndarray, np.ndarray],
@@ -58,7 +61,7 @@ class NerStage:
         (``owned``: :meth:`WindowPlan.owned`; ``out``: the windows' reduced outputs)."""
         lo, hi = owned
         first = self.n_prefix - plan.start  # column of a window's token 0 in its output
-        n_out = 3 if self.aggregation == "average" else 2
+        n_out = 3 if self.full_probs else 2
         parts: list[list[np.ndarray]] = [[] for _ in range(n_out)]
         for d in docs:
             for w in by_doc[d].tolist():
@@ -93,7 +96,9 @@ class NerStage:
                 label, score, cat(words), cat(starts), cat(ends), probs[0] if probs else None
             )
             doc_texts = [texts[d] for d in docs]
-            spans, counts = decode_documents(pred, bounds, doc_texts, self.scheme, self.aggregation)
+            spans, counts = decode_documents(
+                pred, bounds, doc_texts, self.scheme, self.aggregation, self.decoding
+            )
             decoded.append((docs, spans, counts))
 
         self.encoder.run(ids, plan, self._reduce, self._forward, on_docs=decode)

@@ -228,14 +228,15 @@ def test_each_model_is_declared_with_the_settings_the_config_gives_it() -> None:
     }
     cfg = AnnotateConfig(
         "in", "out", ModelSpec("n", "ner", trust_remote_code=True), ModelSpec("e", "embed"),
-        aggregation="max", normalize=False, dtype="bfloat16", allow_pickle=True,
+        aggregation="max", decoding="greedy", normalize=False, dtype="bfloat16",
+        allow_pickle=True,
     )  # fmt: skip
     rp = RunPlan(infos, {"ner": 64, "embed": 100}, [], [], [])
     ner, embed = encoder_stages(rp, cfg)
     assert (ner.role, ner.stage, embed.role, embed.stage) == ("ner", NerStage, "embed", EmbedStage)
     assert ner.settings == NerSettings(
         "/models/ner", 256, 64, "bfloat16", trust_remote_code=True, allow_pickle=True,
-        aggregation="max",
+        aggregation="max", decoding="greedy",
     )  # fmt: skip
     assert embed.settings == EmbedSettings(
         "/models/embed", 512, 100, "bfloat16", allow_pickle=True, pooling="cls", normalize=False

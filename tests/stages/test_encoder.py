@@ -47,7 +47,7 @@ def test_windows_by_doc_equals_a_scan_per_document():
 
 def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811
     stage = NerStage(
-        NerSettings(model_dirs["random"], 32, 8, "float32", aggregation="first"),
+        NerSettings(model_dirs["random"], 32, 8, "float32", decoding="greedy"),
         EncoderScheduling(512),
     )
     logits = torch.randn(3, 7, 5)
@@ -60,6 +60,12 @@ def test_only_label_ids_and_scores_leave_the_device(model_dirs):  # noqa: F811
         EncoderScheduling(512),
     )
     assert avg._reduce(logits, torch.ones(3, 7))[2].shape == (3, 7, 5)  # needed for average
+    constrained = NerStage(
+        NerSettings(model_dirs["random"], 32, 8, "float32", decoding="viterbi"),
+        EncoderScheduling(512),
+    )
+    probs = constrained._reduce(logits, torch.ones(3, 7))[2]  # Viterbi scores every label
+    np.testing.assert_allclose(probs.numpy(), logits.softmax(-1).numpy(), rtol=1e-5)
 
 
 def test_each_document_is_finished_once_with_its_windows_outputs(model_dirs):  # noqa: F811

@@ -21,10 +21,15 @@ def docs(texts: list) -> pa.Table:
     return document_columns(table, "shard", ReadSettings("doc_id", "text", 10**6, 1000))
 
 
-def run_ner(model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512):
+def run_ner(
+    model_dir, texts, max_length=128, stride=16, aggregation="first", batch_tokens=512,
+    decoding="viterbi",
+):  # fmt: skip
     batch = Tokenize.of_model("ner", model_dir)(docs(texts))
     stage = NerStage(
-        NerSettings(model_dir, max_length, stride, "float32", aggregation=aggregation),
+        NerSettings(
+            model_dir, max_length, stride, "float32", aggregation=aggregation, decoding=decoding
+        ),
         EncoderScheduling(batch_tokens),
     )
     return entity_rows(stage(batch)).to_pylist()
