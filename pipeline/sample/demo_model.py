@@ -35,7 +35,7 @@ DEMO_SETTINGS = {
     "epochs": 1,
     "seed": 13,
     "lr": 2e-4,
-    "batch_size": 2,
+    "batch_tokens": 1024,
     "max_train_docs": 48,
     "max_dev_docs": 8,
 }

@@ -116,23 +116,34 @@ def random_crops(
 
 
 def epoch_batches(
-    lengths: np.ndarray, batch_size: int, min_size: int, rng: np.random.Generator
+    lengths: np.ndarray, batch_tokens: int, min_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """Window indices of each step: shuffled, then sorted by length within blocks of 32
-    batches so a batch pads little; a batch under ``min_size`` (one window per worker)
-    joins the one before it. The number of batches does not depend on ``rng``."""
+    """Window indices of each step: shuffled, then sorted by length within blocks of about
+    32 steps, and cut into batches whose padded size (windows times the longest) stays
+    within ``batch_tokens``, so short windows are not padded to a long one's length and a
+    step holds about as many tokens whatever its windows' lengths. A window longer than
+    the budget is a batch of its own; a batch under ``min_size`` windows (one per worker)
+    joins the one before it. Every window once; deterministic for ``rng``."""
+    lengths = np.asarray(lengths)
+    if batch_tokens < 1:
+        raise ValueError(f"the token budget of a step must be positive, got {batch_tokens}")
     perm = rng.permutation(len(lengths))
+    mean = max(1.0, float(lengths.mean())) if len(lengths) else 1.0
+    block = max(1, int(32 * batch_tokens / mean))
     batches: list[np.ndarray] = []
-    block = batch_size * 32
     for c in range(0, len(perm), block):
         part = perm[c : c + block]
         part = part[np.argsort(-lengths[part], kind="stable")]
-        for i in range(0, len(part), batch_size):
-            b = part[i : i + batch_size]
+        i = 0
+        while i < len(part):
+            # sorted longest first: the first window sets the batch's padded length
+            k = max(1, batch_tokens // max(1, int(lengths[part[i]])))
+            b = part[i : i + k]
             if len(b) < min_size and batches:
                 batches[-1] = np.concatenate([batches[-1], b])
             else:
                 batches.append(b)
+            i += k
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

@@ -46,10 +46,11 @@ class FinetuneConfig:
     dev_entities: str
     base_model: str
     output_uri: str
-    epochs: int = 3
+    epochs: int = 10  # at most: training stops earlier when dev stops improving
+    patience: int = 2  # epochs without a better dev strict F1 that end training; 0: never
     seed: int = 13
-    lr: float = 5e-5
-    batch_size: int = 16  # windows per optimizer step, over all workers
+    lr: float | None = None  # None: default_lr(the base model's config)
+    batch_tokens: int = 4096  # padded tokens per optimizer step, over all workers
     max_length: int | None = None  # tokens per window incl. specials; None = model config
     stride: int = 128  # window overlap, tokens (clamped to half a window)
     random_crops: int = 1  # extra windows per document, random length and offset
@@ -58,6 +59,8 @@ class FinetuneConfig:
     max_train_docs: int | None = None  # seeded subsample of training documents
     max_dev_docs: int | None = None  # seeded subsample of dev documents
     dev_batch_tokens: int = 16384  # token budget per dev forward pass
+    bf16: str = "auto"  # autocast to bfloat16: "auto" (on GPUs), "on", "off"
+    attention_dropout: float = 0.0  # on attention probabilities; 0 keeps fused attention
     trust_remote_code: bool = False
 
 
@@ -87,6 +90,18 @@ def _check(cfg: FinetuneConfig, sched: TrainScheduling) -> None:
         raise ValueError("training needs at least one Ray Train worker")
     if cfg.random_crops < 0:
         raise ValueError(f"--random-crops must be 0 or more, got {cfg.random_crops}")
+    if cfg.bf16 not in ("auto", "on", "off"):
+        raise ValueError(f"--bf16 must be auto, on or off, got {cfg.bf16!r}")
+    if not 0.0 <= cfg.attention_dropout < 1.0:
+        raise ValueError(f"--attention-dropout must be in [0, 1), got {cfg.attention_dropout}")
+
+
+def default_lr(config: dict[str, Any]) -> float:
+    """Peak learning rate for an encoder of this config: 1e-4 below BERT-base's 768
+    hidden units (MiniLM-L6 converges too slowly at 5e-5), 5e-5 from there on (the top
+    of BLURB's grid for BERT-base; docs/finetuning.md has the measurements)."""
+    width = models.hidden_size(config) or 768
+    return 1e-4 if width < 768 else 5e-5
 
 
 def prepare(cfg: FinetuneConfig, sched: TrainScheduling) -> _Prepared:
@@ -94,7 +109,8 @@ def prepare(cfg: FinetuneConfig, sched: TrainScheduling) -> _Prepared:
     _check(cfg, sched)
     base = Path(cfg.base_model)
     tokenizer = models.load_tokenizer(base, cfg.trust_remote_code)
-    max_length = cfg.max_length or models.default_max_length(models.read_config(base))
+    model_config = models.read_config(base)
+    max_length = cfg.max_length or models.default_max_length(model_config)
     prefix, suffix = special_tokens(tokenizer)
     window = max_length - len(prefix) - len(suffix)
     if window < 1:
@@ -120,12 +136,15 @@ def prepare(cfg: FinetuneConfig, sched: TrainScheduling) -> _Prepared:
     if len(x) < sched.num_workers:
         raise ValueError(f"{len(x)} training windows cannot feed {sched.num_workers} workers")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and sched.use_gpu)  # CPU bf16 is slow
     loop = TrainLoop(
         base_model=str(base), labels=labels, windows=(x, y), dev=dev_batch, gold=dev_ents,
         max_length=max_length, stride=cfg.stride, pad_id=pad, epochs=cfg.epochs,
-        seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size, warmup_ratio=cfg.warmup_ratio,
+        patience=cfg.patience, seed=cfg.seed, lr=cfg.lr or default_lr(model_config),
+        batch_tokens=cfg.batch_tokens, warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, dev_batch_tokens=cfg.dev_batch_tokens,
-        threads=sched.cpus_per_worker, trust_remote_code=cfg.trust_remote_code,
+        threads=sched.cpus_per_worker, bf16=bf16,
+        attention_dropout=cfg.attention_dropout, trust_remote_code=cfg.trust_remote_code,
     )  # fmt: skip
     counts = {
         "train_docs": train_docs.num_rows,
@@ -194,7 +213,11 @@ def run_finetune(cfg: FinetuneConfig, sched: TrainScheduling) -> dict[str, Any]:
         "window_tokens": prep.window,
         "counts": prep.counts,
         "alignment": prep.alignment,
+        "lr": prep.loop.lr,
+        "bf16": prep.loop.bf16,
         "epochs": history,
+        "stopped": out.get("stopped"),
+        "stop_reason": out.get("stop_reason"),
         "best_epoch": best["epoch"],
         "best_dev_strict_f1": best[SCORE_KEY],
         "best_dev_lenient_f1": best["dev_lenient_f1"],

@@ -28,14 +28,28 @@ PROCEDURES = ["exam", "study", "blood pressure"]
 
 def test_epoch_batches_cover_every_window_once() -> None:
     lengths = np.random.default_rng(0).integers(3, 40, size=203)
+    budget = 120
     for world in (1, 3):
-        a = epoch_batches(lengths, 16, world, np.random.default_rng([5, 1]))
-        b = epoch_batches(lengths, 16, world, np.random.default_rng([5, 1]))
-        c = epoch_batches(lengths, 16, world, np.random.default_rng([5, 2]))
+        a = epoch_batches(lengths, budget, world, np.random.default_rng([5, 1]))
+        b = epoch_batches(lengths, budget, world, np.random.default_rng([5, 1]))
+        c = epoch_batches(lengths, budget, world, np.random.default_rng([5, 2]))
         assert sorted(np.concatenate(a).tolist()) == list(range(203))
         assert all(len(x) >= world for x in a)
         assert [x.tolist() for x in a] == [x.tolist() for x in b]  # seeded
-        assert len(a) == len(c) and [x.tolist() for x in a] != [x.tolist() for x in c]
+        assert [x.tolist() for x in a] != [x.tolist() for x in c]
+        # padded size within the budget, save the one batch a short tail may join
+        over = [x for x in a if len(x) * lengths[x].max() > budget]
+        assert len(over) <= 1
+    # grouped by length: far fewer padded tokens than batches of shuffled windows
+    a = epoch_batches(lengths, budget, 1, np.random.default_rng(7))
+    padded = sum(len(x) * int(lengths[x].max()) for x in a)
+    perm = np.random.default_rng(7).permutation(203)
+    k = budget // int(lengths.max())
+    naive = sum(len(x) * int(lengths[x].max()) for x in np.array_split(perm, 203 // k))
+    assert padded < 0.8 * naive
+    # a window longer than the budget is trained alone, not dropped or cut
+    long = epoch_batches(np.array([500, 5, 5]), 100, 1, np.random.default_rng(0))
+    assert sorted(sorted(x.tolist()) for x in long) == [[0], [1, 2]]
     tiny = epoch_batches(np.ones(5, int), 4, 2, np.random.default_rng(0))
     assert sorted(len(x) for x in tiny) == [5]  # a 1-window tail cannot feed 2 workers
 
@@ -133,7 +147,7 @@ def finetune(setup: dict, out: Path, seed: int = 3) -> subprocess.CompletedProce
     args = ["--train-docs", train_docs, "--train-entities", train_ents, "--dev-docs", dev_docs]
     args += ["--dev-entities", dev_ents, "--base-model", setup["base"], "--output", str(out)]
     args += ["--epochs", "1", "--seed", str(seed), "--max-length", str(MAX_LENGTH)]
-    args += ["--batch-size", "4", "--lr", "5e-3", "--cpus-per-worker", "1"]
+    args += ["--batch-tokens", "64", "--lr", "5e-3", "--cpus-per-worker", "1"]
     return run_cli("jobs.finetune", args, setup["root"])
 
 
