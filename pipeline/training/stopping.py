@@ -52,5 +52,6 @@ class EarlyStopping:
                 f"{self.best_epoch}"
             )
         if self.reason == MAX_EPOCHS:
-            return f"reached the maximum of {self.max_epochs} epochs"
+            unit = "epoch" if self.max_epochs == 1 else "epochs"
+            return f"reached the maximum of {self.max_epochs} {unit}"
         return "not stopped"

@@ -37,6 +37,11 @@ def test_patience_zero_trains_every_epoch_and_keeps_the_best() -> None:
     assert trained == 4 and stop.best_epoch == 2 and stop.reason == MAX_EPOCHS
 
 
+def test_a_single_epoch_reads_as_one() -> None:
+    stop, _ = run([0.3], 1, 2)
+    assert stop.describe() == "reached the maximum of 1 epoch"
+
+
 def test_update_reports_improvement_and_refuses_after_stop() -> None:
     stop = EarlyStopping(max_epochs=2, patience=1)
     assert stop.update(1, 0.5) is True
