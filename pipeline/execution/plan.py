@@ -177,6 +177,7 @@ def fingerprint(
         "id_column": cfg.id_column,
         "text_column": cfg.text_column,
         "aggregation": cfg.aggregation if "ner" in infos else None,
+        # only with a NER model: embedding-only outputs keep their fingerprint
         **({"decoding": cfg.decoding} if "ner" in infos else {}),
         "normalize": cfg.normalize,
         "max_chars": cfg.max_chars,

@@ -98,8 +98,9 @@ def _check(cfg: FinetuneConfig, sched: TrainScheduling) -> None:
 
 def default_lr(config: dict[str, Any]) -> float:
     """Peak learning rate for an encoder of this config: 1e-4 below BERT-base's 768
-    hidden units (MiniLM-L6 converges too slowly at 5e-5), 5e-5 from there on (the top
-    of BLURB's grid for BERT-base; docs/finetuning.md has the measurements)."""
+    hidden units (MiniLM-L6 reached its results with it), 5e-5 from there on (stable on
+    a random-weight BERT-base, and the top of the usual BERT fine-tuning range);
+    docs/finetuning.md has the measurements."""
     width = models.hidden_size(config) or 768
     return 1e-4 if width < 768 else 5e-5
 
@@ -136,11 +137,13 @@ def prepare(cfg: FinetuneConfig, sched: TrainScheduling) -> _Prepared:
     if len(x) < sched.num_workers:
         raise ValueError(f"{len(x)} training windows cannot feed {sched.num_workers} workers")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and sched.use_gpu)  # CPU bf16 is slow
+    # auto: GPUs only; CPUs without bf16 units run it slower than fp32
+    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and sched.use_gpu)
+    lr = cfg.lr if cfg.lr is not None else default_lr(model_config)
     loop = TrainLoop(
         base_model=str(base), labels=labels, windows=(x, y), dev=dev_batch, gold=dev_ents,
         max_length=max_length, stride=cfg.stride, pad_id=pad, epochs=cfg.epochs,
-        patience=cfg.patience, seed=cfg.seed, lr=cfg.lr or default_lr(model_config),
+        patience=cfg.patience, seed=cfg.seed, lr=lr,
         batch_tokens=cfg.batch_tokens, warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, dev_batch_tokens=cfg.dev_batch_tokens,
         threads=sched.cpus_per_worker, bf16=bf16,

@@ -118,6 +118,23 @@ def test_the_fingerprint_changes_with_the_tokenizer_and_the_labels_not_only_the_
     assert len({fp(base), fp(cased), fp(relabelled)}) == 3
 
 
+def test_the_fingerprint_changes_with_ner_decoding_only_when_there_is_a_ner_model(tmp_path):
+    """Greedy and Viterbi shards mixed in one output would disagree on entities."""
+    ner = tm.write_random_ner(tmp_path / "ner", max_positions=64)
+    emb = tm.write_random_ner(tmp_path / "emb", max_positions=64)
+
+    def fp(decoding: str, with_ner: bool) -> str:
+        cfg = AnnotateConfig(
+            _input(tmp_path), str(tmp_path / "o"),
+            ModelSpec(str(ner), "ner") if with_ner else None, ModelSpec(str(emb), "embed"),
+            decoding=decoding,
+        )  # fmt: skip
+        return make_plan(cfg).fingerprint
+
+    assert fp("viterbi", True) != fp("greedy", True)
+    assert fp("viterbi", False) == fp("greedy", False)
+
+
 def test_an_unreadable_label_set_is_refused_before_any_work(tmp_path):
     model = tm.write_random_ner(tmp_path / "ner", max_positions=64)
     cfg = json.loads((model / "config.json").read_text())
