@@ -21,6 +21,7 @@ from jobs.cli import DefaultsHelpFormatter, non_negative_int, positive_int
 from pipeline import run
 from pipeline.config import (
     AGGREGATIONS,
+    DECODINGS,
     DTYPES,
     MAX_BLOCKS_PER_DATASET,
     MODES,
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--decoding",
-        choices=("viterbi", "greedy"),
+        choices=DECODINGS,
         default="viterbi",
         help="viterbi: the most probable label sequence the label scheme allows (no I-X "
         "after O or another type); greedy: each word's most probable label, as "

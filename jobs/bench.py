@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.bench.harness import BenchSettings
+from pipeline.config import DECODINGS
 from pipeline.sample import defaults
 
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--decoding",
-        choices=("greedy", "viterbi"),
+        choices=DECODINGS,
         default=BenchSettings.decoding,
         help="NER decoding of our stages and the job (default greedy: the transformers "
         "pipeline's, so that their entities can be compared; viterbi is the job's default)",

@@ -13,6 +13,7 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 Mode = Literal["resume", "overwrite"]
 
 AGGREGATIONS: tuple[str, ...] = ("first", "average", "max", "simple")
+DECODINGS: tuple[str, ...] = ("viterbi", "greedy")
 POOLINGS: tuple[str, ...] = ("mean", "cls")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 MODES: tuple[str, ...] = ("resume", "overwrite")

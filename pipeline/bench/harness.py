@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import torch
 
 from pipeline import schemas as S
+from pipeline.config import Decoding
 from pipeline.core.windows import WindowPlan, window_char_spans
 from pipeline.models import loading as models
 from pipeline.stages.read import ReadSettings, document_columns
@@ -53,7 +54,7 @@ class BenchSettings:
     compile_model: bool = False  # torch.compile our stages' encoders (and the job's)
     # The pipeline's per-word decoding by default, so that the parity check with it
     # compares the same work; "viterbi" times the annotate job's default decoding.
-    decoding: str = "greedy"
+    decoding: Decoding = "greedy"
 
     def warmup(self, n_docs: int) -> int:
         """Documents a row runs untimed before it is timed. On a GPU, all of them: the

@@ -208,8 +208,7 @@ def aggregate_words(
     if strategy == "average":
         if probs is None:
             raise ValueError("the average strategy needs full label probabilities")
-        counts = (lasts - starts + 1)[:, None]
-        mean = np.add.reduceat(probs, starts, axis=0) / counts
+        mean = unit_probs(probs, strategy, starts, lasts)
         label = mean.argmax(axis=1)
         return label, mean[np.arange(len(starts)), label], starts, lasts
     raise ValueError(f"unknown aggregation strategy {strategy!r}")
@@ -296,6 +295,18 @@ def decode_documents(
     return spans, np.bincount(doc, minlength=n_docs)
 
 
+def unit_probs(
+    probs: np.ndarray, strategy: str, first_tok: np.ndarray, last_tok: np.ndarray
+) -> np.ndarray:
+    """Label probabilities of each unit (tokens ``first_tok..last_tok``): the mean of its
+    tokens' (``average``), their maximum per label (``max``), or its first token's."""
+    if strategy == "average":
+        return np.add.reduceat(probs, first_tok, axis=0) / (last_tok - first_tok + 1)[:, None]
+    if strategy == "max":
+        return np.maximum.reduceat(probs, first_tok, axis=0)
+    return probs[first_tok]
+
+
 def _constrained(
     pred: TokenPredictions,
     scheme: LabelScheme,
@@ -305,17 +316,10 @@ def _constrained(
     last_tok: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each unit's label from the best allowed sequence over its document, and that
-    label's probability. A unit's label probabilities are its first token's (``first``,
-    ``simple``), their mean (``average``) or their maximum (``max``)."""
+    label's probability (a unit's label probabilities: :func:`unit_probs`)."""
     if pred.probs is None:
         raise ValueError("Viterbi decoding needs full label probabilities")
-    probs = pred.probs
-    if strategy == "average":
-        unit = np.add.reduceat(probs, first_tok, axis=0) / (last_tok - first_tok + 1)[:, None]
-    elif strategy == "max":
-        unit = np.maximum.reduceat(probs, first_tok, axis=0)
-    else:
-        unit = probs[first_tok]
+    unit = unit_probs(pred.probs, strategy, first_tok, last_tok)
     unit_bounds = np.searchsorted(first_tok, bounds)  # a document's first token starts a unit
     label = viterbi_documents(unit, unit_bounds, scheme)
     return label, unit[np.arange(len(label)), label]
