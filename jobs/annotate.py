@@ -96,6 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no negation, temporality, experiencer and section for entities, no sections table",
     )
+    k = p.add_argument_group("concept linking")
+    k.add_argument(
+        "--link-dictionary",
+        help="Parquet file or prefix of concept names (concept_id, name, optional label; one "
+        "row per synonym): every entity gets its best concept and links/ its top-k",
+    )
+    k.add_argument(
+        "--link-model",
+        help="encoder of names and mentions, e.g. a SapBERT-style model or the output of "
+        "jobs.finetune --task linking (default: --embed-model)",
+    )
+    k.add_argument(
+        "--link-top-k", type=positive_int, default=5, help="candidate concepts per entity"
+    )
+    k.add_argument(
+        "--link-min-score",
+        type=float,
+        default=None,
+        help="entities whose best candidate scores lower get no concept (null); their "
+        "candidates stay in links/ (default: every entity gets its best)",
+    )
+    k.add_argument(
+        "--link-sparse-weight",
+        type=float,
+        default=0.5,
+        help="weight of the character 3-gram TF-IDF score beside the dense cosine "
+        "(score = (dense + w * ngram) / (1 + w)); an exact name match scores 1",
+    )
     w = p.add_argument_group("windows and results")
     w.add_argument(
         "--max-length",
@@ -260,6 +288,20 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         if embed
         else None
     )
+    if args.link_model and not args.link_dictionary:
+        raise SystemExit("error: --link-model needs --link-dictionary")
+    link_source = args.link_model or embed
+    if args.link_dictionary and not link_source:
+        raise SystemExit("error: --link-dictionary needs --link-model (or --embed-model)")
+    link = (
+        # names are short: the model's own window; the documents' pooling when it is theirs
+        ModelSpec(link_source, "link", None, None if args.link_model else args.pooling,
+                  args.trust_remote_code)
+        if args.link_dictionary
+        else None
+    )  # fmt: skip
+    if args.link_sparse_weight < 0:
+        raise SystemExit("error: --link-sparse-weight must be 0 or more")
     cfg = AnnotateConfig(
         input_uri=input_uri,
         output_uri=output_uri,
@@ -277,6 +319,11 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         allow_pickle=args.allow_pickle,
         spans_uri=args.spans,
         context=not args.no_context,
+        link_dictionary=args.link_dictionary,
+        link=link,
+        link_top_k=args.link_top_k,
+        link_min_score=args.link_min_score,
+        link_sparse_weight=args.link_sparse_weight,
     )
     sched = Scheduling(
         num_actors=args.num_actors,

@@ -27,7 +27,7 @@ class ModelSpec:
     """One encoder, as the user named it, and the local folder it was resolved to."""
 
     source: str  # local folder, s3:// prefix or hub id, as given
-    role: Literal["ner", "embed"]
+    role: Literal["ner", "embed", "link"]
     max_length: int | None = None  # tokens per window incl. special tokens; None = from config
     pooling: Pooling | None = None  # embed only; None = what the model folder declares
     trust_remote_code: bool = False
@@ -53,6 +53,11 @@ class AnnotateConfig:
     allow_pickle: bool = False  # load pickle-only checkpoints (can run code)
     spans_uri: str | None = None  # entity spans given by the user (doc_id, start, end, label)
     context: bool = True  # negation, temporality, experiencer and section of every entity
+    link_dictionary: str | None = None  # concept_id, name[, label]: link every entity
+    link: ModelSpec | None = None  # encoder of names and mentions (default: the embed model)
+    link_top_k: int = 5  # candidates per entity in links/
+    link_min_score: float | None = None  # below it an entity gets no concept (None: always)
+    link_sparse_weight: float = 0.5  # weight of the character 3-gram score beside the dense
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

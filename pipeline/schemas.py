@@ -28,6 +28,13 @@ TEMPORALITY = "temporality"  # recent | historical | hypothetical
 EXPERIENCER = "experiencer"  # patient | other
 SECTION = "section"  # canonical section name, null outside a recognised section
 CONTEXT_COLUMNS = (NEGATION, TEMPORALITY, EXPERIENCER, SECTION)
+# Concept linking (pipeline.linking): the entity's best concept, null below the minimum score.
+CONCEPT_ID = "concept_id"
+CONCEPT_NAME = "concept_name"  # the dictionary name that matched
+CONCEPT_SCORE = "concept_score"
+LINK_COLUMNS = (CONCEPT_ID, CONCEPT_NAME, CONCEPT_SCORE)
+RANK = "rank"
+NAME = "name"
 TITLE = "title"
 TITLE_START = "title_start"
 TITLE_END = "title_end"
@@ -52,6 +59,7 @@ TOKEN_ENDS = "_tok_end"  # list<int32>: character end of each token (exclusive)
 WORD_IDS = "_word"  # list<int32>: word index of each token (subword grouping)
 ENTITIES = "_entities"  # list<struct>: entities found in the document
 SECTIONS = "_sections"  # list<struct>: the document's sections (SECTION_STRUCT)
+LINKS = "_links"  # list<struct>: top-k candidates of the document's entities (LINK_STRUCT)
 CHUNK_EMBEDDINGS = "_chunk_embeddings"  # list<struct>: one per window
 DOC_EMBEDDING = "_doc_embedding"  # fixed_size_list<float32>[dim] or null
 
@@ -67,6 +75,30 @@ ENTITY_STRUCT = pa.struct(
 CONTEXT_ENTITY_STRUCT = pa.struct(
     [*ENTITY_STRUCT, *(pa.field(c, pa.string()) for c in CONTEXT_COLUMNS)]
 )
+LINK_STRUCT = pa.struct(
+    [
+        pa.field(START, pa.int32()),
+        pa.field(END, pa.int32()),
+        pa.field(RANK, pa.int32()),
+        pa.field(CONCEPT_ID, pa.string()),
+        pa.field(NAME, pa.string()),
+        pa.field(SCORE, pa.float32()),
+    ]
+)
+
+
+def linked_entity_struct(entity: pa.DataType) -> pa.StructType:
+    """An entity struct (``ENTITY_STRUCT`` or ``CONTEXT_ENTITY_STRUCT``) with its concept."""
+    return pa.struct(
+        [
+            *entity,
+            pa.field(CONCEPT_ID, pa.string()),
+            pa.field(CONCEPT_NAME, pa.string()),
+            pa.field(CONCEPT_SCORE, pa.float32()),
+        ]
+    )
+
+
 SECTION_STRUCT = pa.struct(
     [
         pa.field(SECTION, pa.string()),
@@ -98,7 +130,14 @@ def id_type_name(t: pa.DataType) -> str:
     return "int64" if fits else "string"
 
 
-def entity_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
+def entity_schema(id_type: pa.DataType = TEXT_ID, linked: bool = False) -> pa.Schema:
+    """``linked``: the run links entities to concepts (the concept columns exist only then,
+    so that outputs without linking keep their schema)."""
+    concept = [
+        pa.field(CONCEPT_ID, pa.string()),
+        pa.field(CONCEPT_NAME, pa.string()),
+        pa.field(CONCEPT_SCORE, pa.float32()),
+    ]
     return pa.schema(
         [
             pa.field(DOC_ID, id_type, nullable=False),
@@ -108,6 +147,22 @@ def entity_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
             pa.field(LABEL, pa.string(), nullable=False),
             pa.field(SCORE, pa.float32()),  # null for spans given with --spans
             *(pa.field(c, pa.string()) for c in CONTEXT_COLUMNS),
+            *(concept if linked else []),
+        ]
+    )
+
+
+def link_schema(id_type: pa.DataType = TEXT_ID) -> pa.Schema:
+    """The top-k candidate concepts of every entity, ``rank`` 1 the best."""
+    return pa.schema(
+        [
+            pa.field(DOC_ID, id_type, nullable=False),
+            pa.field(START, pa.int32(), nullable=False),
+            pa.field(END, pa.int32(), nullable=False),
+            pa.field(RANK, pa.int32(), nullable=False),
+            pa.field(CONCEPT_ID, pa.string(), nullable=False),
+            pa.field(NAME, pa.string(), nullable=False),
+            pa.field(SCORE, pa.float32(), nullable=False),
         ]
     )
 
@@ -175,5 +230,6 @@ def document_schema(dim: int | None, id_type: pa.DataType = TEXT_ID) -> pa.Schem
 ENTITIES_DIR = "entities"
 EMBEDDINGS_DIR = "embeddings"
 SECTIONS_DIR = "sections"
+LINKS_DIR = "links"
 DOCUMENTS_DIR = "documents"
 RUN_JSON = "run.json"

@@ -11,6 +11,7 @@ import pyarrow as pa
 from pipeline import schemas as S
 
 if TYPE_CHECKING:
+    from pipeline.linking.dictionary import Dictionary
     from pipeline.models.loading import ModelInfo, TokenizerDef
 
 
@@ -42,6 +43,13 @@ class RunPlan:
     earlier: dict[str, dict[str, Any]] = field(default_factory=dict)
     given_spans: pa.Table | None = None  # --spans, as read (execution.given_spans.read)
     context: bool = False  # whether the entities get their clinical context and sections
+    dictionary: Dictionary | None = None  # --link-dictionary, as read and cleaned
+    link_index: list[Any] | None = None  # [the index's object ref], once the run built it
+
+    @property
+    def linked(self) -> bool:
+        """Whether every entity is linked to a concept (and links/ written)."""
+        return self.dictionary is not None
 
     @property
     def entities(self) -> bool:
@@ -58,7 +66,9 @@ class RunPlan:
         ids = S.ID_TYPES[self.id_type]
         out = {S.DOCUMENTS_DIR: S.document_schema(dim, ids)}
         if self.entities:
-            out[S.ENTITIES_DIR] = S.entity_schema(ids)
+            out[S.ENTITIES_DIR] = S.entity_schema(ids, self.linked)
+        if self.linked:
+            out[S.LINKS_DIR] = S.link_schema(ids)
         if self.context:
             out[S.SECTIONS_DIR] = S.section_schema(ids)
         if dim:
@@ -78,4 +88,5 @@ class RunResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     docs_per_batch: int = 0  # as used (``docs_per_batch``), 0 when nothing was to do
     batch_tokens: dict[str, int] = field(default_factory=dict)  # per model role, as used
+    linking: dict[str, Any] = field(default_factory=dict)  # the link index: cache, sizes
     wall_s: float = 0.0

@@ -39,9 +39,12 @@ ENCODERS: dict[str, Callable[[AnnotateConfig, ModelInfo, dict[str, Any]], Encode
 
 
 def encoder_stages(rp: RunPlan, cfg: AnnotateConfig) -> list[EncoderStage]:
-    """One declaration per model of the plan, in graph order."""
+    """One declaration per document encoder of the plan, in graph order (the link model
+    encodes mentions after the entity stage: ``pipeline.stages.link``)."""
     out = []
     for role, info in rp.models.items():
+        if role not in ENCODERS:
+            continue
         common = {
             "model_dir": info.local_dir,
             "max_length": info.max_length,

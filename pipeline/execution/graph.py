@@ -1,5 +1,5 @@
-"""Wiring: read → tokenize → NER → embed → entities (given spans, context) → stage →
-commit, on Ray Data.
+"""Wiring: read → tokenize → NER → embed → entities (given spans, context) → link →
+stage → commit, on Ray Data.
 
 The caller has connected to Ray; nothing here calls ``ray.init``.
 """
@@ -16,8 +16,10 @@ import ray
 from pipeline import schemas as S
 from pipeline.config import AnnotateConfig, EncoderScheduling, Scheduling
 from pipeline.execution import given_spans, plan, sizing
+from pipeline.execution import link_index as link_index_build
 from pipeline.execution.declarations import encoder_stages
 from pipeline.stages.entities import EntitySettings, EntityStage
+from pipeline.stages.link import LinkSettings, LinkStage
 from pipeline.stages.read import ReadSettings, read_shard
 from pipeline.stages.tokenize import Tokenize
 from pipeline.stages.write import StageWriter
@@ -109,7 +111,25 @@ def build_dataset(
             num_cpus=sizing.LIGHT_CPUS,
             **batch,
         )
-    token_role = "embed" if "embed" in rp.models else ("ner" if rp.models else None)
+    if rp.linked:
+        settings = LinkSettings(
+            link_index_build.link_settings(rp, cfg),
+            cfg.link_top_k,
+            cfg.link_min_score,
+            cfg.link_sparse_weight,
+        )
+        ds = ds.map_batches(
+            LinkStage,
+            fn_constructor_kwargs={
+                "settings": settings,
+                "sched": EncoderScheduling(budgets["link"], threads, sched.compile_model),
+                "index": rp.link_index,
+            },
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            **resources,
+            **batch,
+        )
+    token_role = "embed" if "embed" in rp.models else ("ner" if "ner" in rp.models else None)
     dim = rp.models["embed"].dim if "embed" in rp.models else None
     keys = {s.uri: s.key for s in rp.todo}
     return ds.map_batches(
@@ -201,6 +221,10 @@ def _stream(
             "batches of %d documents; tokens per forward pass: %s", per_batch,
             ", ".join(f"{r} {n}" for r, n in budgets.items()),
         )  # fmt: skip
+    if rp.linked and rp.todo:
+        rp.link_index, result.linking = link_index_build.build(
+            rp, cfg, sched, budgets["link"], cluster
+        )
     groups = plan.shard_groups(rp.todo, per_batch, sched.max_blocks_per_dataset)
     for i, group in enumerate(groups):
         if len(groups) > 1:

@@ -22,6 +22,8 @@ from pipeline.context import lexicon as context_lexicon
 from pipeline.core.spans import LabelScheme
 from pipeline.core.windows import effective_stride
 from pipeline.execution import given_spans
+from pipeline.linking.dictionary import Dictionary, read_dictionary
+from pipeline.linking.index import INDEX_VERSION
 from pipeline.models import families
 from pipeline.models import loading as models
 from pipeline.models.loading import ModelInfo, TokenizerDef
@@ -202,7 +204,7 @@ def fingerprint(
 
 def resolve_models(cfg: AnnotateConfig) -> tuple[dict[str, ModelInfo], dict[str, TokenizerDef]]:
     """Each model of ``cfg`` resolved, with its tokenizer, by role (NER first)."""
-    specs = {s.role: s for s in (cfg.ner, cfg.embed) if s is not None}
+    specs = {s.role: s for s in (cfg.ner, cfg.embed, cfg.link) if s is not None}
     if not specs and cfg.spans_uri is None:
         raise InputError(NO_MODEL)
     infos, tokenizers = {}, {}
@@ -245,13 +247,18 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     counts, failed, id_types = check_shards(uris, cfg)
     if not counts:
         raise InputError(f"none of the {len(uris)} Parquet files under {cfg.input_uri} is readable")
+    dictionary = _link_dictionary(cfg)  # before any model is looked at
     infos, tokenizers = resolve_models(cfg)
+    tokenizers.pop("link", None)  # it encodes names and mentions, not whole documents
     stride = window_strides(infos, cfg.stride)
     # One id type for the whole output, so that readers see one schema over all files.
     id_type = "int64" if id_types == {"int64"} else "string"
     spans = given_spans.read(cfg.spans_uri, id_type) if cfg.spans_uri else None
     entities = "ner" in infos or spans is not None
-    fp = fingerprint(cfg, infos, stride, id_type, _entity_parts(cfg, entities))
+    if dictionary is not None and not entities:
+        raise InputError("--link-dictionary links entities: pass --ner-model or --spans as well")
+    extra = _entity_parts(cfg, entities) | _link_parts(cfg, dictionary)
+    fp = fingerprint(cfg, infos, stride, id_type, extra)
     shards = [
         Shard(u, shard_key(u, cfg.input_uri), counts[u], versions[u]) for u in uris if u in counts
     ]
@@ -261,7 +268,41 @@ def make_plan(cfg: AnnotateConfig) -> RunPlan:
     return RunPlan(
         infos, stride, shards, list(shards), [], failed, fp, id_type=id_type,
         tokenizers=tokenizers, given_spans=spans, context=entities and cfg.context,
+        dictionary=dictionary,
     )  # fmt: skip
+
+
+def _link_dictionary(cfg: AnnotateConfig) -> Dictionary | None:
+    if cfg.link_dictionary is None:
+        return None
+    if cfg.link_top_k < 1:
+        raise InputError(f"--link-top-k must be at least 1, got {cfg.link_top_k}")
+    dictionary = read_dictionary(cfg.link_dictionary)
+    r = dictionary.report
+    if r.empty_names or r.null_ids or r.duplicates:
+        log.warning(
+            "link dictionary: %d of %d rows left out (%d empty names, %d without "
+            "concept_id, %d repeated (concept_id, name) pairs)",
+            r.rows - r.names, r.rows, r.empty_names, r.null_ids, r.duplicates,
+        )  # fmt: skip
+    log.info("link dictionary: %d names of %d concepts", r.names, r.concepts)
+    return dictionary
+
+
+def _link_parts(cfg: AnnotateConfig, dictionary: Dictionary | None) -> dict[str, Any]:
+    """The fingerprint's part for linking runs: the dictionary's content and how
+    candidates are scored and kept (the link model is among the models)."""
+    if dictionary is None:
+        return {}
+    return {
+        "link": {
+            "dictionary_sha256": dictionary.sha256,
+            "top_k": cfg.link_top_k,
+            "min_score": cfg.link_min_score,
+            "sparse_weight": cfg.link_sparse_weight,
+            "index": INDEX_VERSION,
+        }
+    }
 
 
 def _entity_parts(cfg: AnnotateConfig, entities: bool) -> dict[str, Any]:

@@ -27,6 +27,14 @@ def table_counts(rp: RunPlan, result: RunResult) -> dict[str, dict[str, int]]:
     return {k: dict(v) for k, v in out.items()}
 
 
+def _linking(rp: RunPlan, result: RunResult) -> dict[str, Any]:
+    """What linking read of its dictionary (names dropped, by reason) and how this run got
+    its index (from the cache or embedded, sizes, seconds)."""
+    if rp.dictionary is None:
+        return {}
+    return {"linking": {"dictionary": rp.dictionary.report.to_dict(), "index": result.linking}}
+
+
 def build_run_json(
     cfg: AnnotateConfig, sched: Scheduling, rp: RunPlan, result: RunResult
 ) -> dict[str, Any]:
@@ -57,6 +65,7 @@ def build_run_json(
             "entities_by_negation": counts["negation"],
             "documents_by_status": counts["statuses"],
             **spans,
+            **_linking(rp, result),
             "this_run": {
                 "documents": result.docs_processed,
                 "tokens": result.tokens_processed,

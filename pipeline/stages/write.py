@@ -48,6 +48,8 @@ def entity_rows(batch: pa.Table) -> pa.Table:
         c: flat.field(c) if c in names else pa.nulls(len(flat), pa.string())
         for c in S.CONTEXT_COLUMNS
     }
+    linked = S.CONCEPT_ID in names
+    concepts = {c: flat.field(c) for c in S.LINK_COLUMNS} if linked else {}
     return pa.table(
         {
             S.DOC_ID: pc.take(batch.column(S.DOC_ID), pa.array(doc_idx, pa.int64())),
@@ -57,8 +59,22 @@ def entity_rows(batch: pa.Table) -> pa.Table:
             S.LABEL: flat.field(S.LABEL),
             S.SCORE: flat.field(S.SCORE),
             **context,
+            **concepts,
         },
-        schema=S.entity_schema(batch.column(S.DOC_ID).type),
+        schema=S.entity_schema(batch.column(S.DOC_ID).type, linked),
+    )
+
+
+def link_rows(batch: pa.Table) -> pa.Table:
+    """One row per (entity, candidate concept), rank 1 the best."""
+    flat, doc_idx = _flat(batch, S.LINKS)
+    return pa.table(
+        {
+            S.DOC_ID: pc.take(batch.column(S.DOC_ID), pa.array(doc_idx, pa.int64())),
+            **{c: flat.field(c) for c in (S.START, S.END, S.RANK, S.CONCEPT_ID, S.NAME)},
+            S.SCORE: flat.field(S.SCORE),
+        },
+        schema=S.link_schema(batch.column(S.DOC_ID).type),
     )
 
 
@@ -155,6 +171,8 @@ class StageWriter:
                 tables[S.ENTITIES_DIR] = entity_rows(part)
             if S.SECTIONS in part.column_names:
                 tables[S.SECTIONS_DIR] = section_rows(part)
+            if S.LINKS in part.column_names:
+                tables[S.LINKS_DIR] = link_rows(part)
             if S.CHUNK_EMBEDDINGS in part.column_names and self.dim:
                 tables[S.EMBEDDINGS_DIR] = embedding_rows(part, self.dim)
             for table_name, table in tables.items():

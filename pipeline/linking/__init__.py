@@ -1,0 +1,1 @@
+"""Concept linking: dictionaries, their vector and n-gram indexes, retrieval."""
