@@ -163,3 +163,25 @@ def read_dictionary(uri: str) -> Dictionary:
     except (OSError, ValueError) as exc:
         raise InputError(f"link dictionary {uri} is not readable Parquet: {exc}") from exc
     return from_table(table, uri)
+
+
+def mention_names(entities: pa.Table, where: str) -> pa.Table:
+    """Annotated mentions as dictionary rows (concept_id, name = the mention's text,
+    label): the field's protocol adds the training mentions to the terminology. Mentions
+    without one concept (null, ``-1``, composite ``A|B`` or ``A+B``) are left out."""
+    need = [c for c in (CONCEPT_ID, "text") if c not in entities.column_names]
+    if need:
+        raise InputError(
+            f"mentions {where} have no column {need[0]!r} (columns: {entities.column_names})"
+        )
+    ids = pc.cast(entities.column(CONCEPT_ID), pa.string())
+    single = pc.and_(
+        pc.and_(pc.is_valid(ids), pc.not_equal(ids, "-1")),
+        pc.invert(pc.match_substring_regex(ids, r"[|+]")),
+    )
+    labels = (
+        entities.column(LABEL) if LABEL in entities.column_names
+        else pa.nulls(entities.num_rows, pa.string())
+    )  # fmt: skip
+    table = pa.table({CONCEPT_ID: ids, NAME: entities.column("text"), LABEL: labels})
+    return table.filter(pc.fill_null(single, False))

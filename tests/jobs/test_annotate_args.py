@@ -92,3 +92,35 @@ def test_spans_and_no_context_reach_the_config() -> None:
     cfg, _ = to_config(parse_args(["--input", "/in", "--output", "/o", "--ner-model", "m",
                                    "--no-context"]))  # fmt: skip
     assert cfg.context is False and cfg.spans_uri is None
+
+
+def test_link_flags_become_the_link_config():
+    from jobs.annotate import to_config
+
+    args = parse_args(["--input", "/in", "--output", "/o", "--spans", "/s", "--embed-model", "e",
+                       "--link-dictionary", "/d.parquet", "--link-top-k", "3",
+                       "--link-min-score", "0.7"])  # fmt: skip
+    cfg, _ = to_config(args)
+    assert cfg.link is not None and cfg.link.source == "e"  # the embedding model by default
+    assert (cfg.link_dictionary, cfg.link_top_k, cfg.link_min_score) == ("/d.parquet", 3, 0.7)
+    args = parse_args(["--input", "/in", "--output", "/o", "--spans", "/s",
+                       "--link-dictionary", "/d", "--link-model", "sap"])  # fmt: skip
+    assert to_config(args)[0].link.source == "sap"
+    no_link = to_config(parse_args(["--input", "/in", "--output", "/o", "--embed-model", "e"]))
+    assert no_link[0].link is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--link-model", "m"], "--link-model needs --link-dictionary"),
+        (["--link-dictionary", "/d"], "--link-dictionary needs --link-model"),
+        (["--link-dictionary", "/d", "--link-model", "m", "--link-sparse-weight", "-1"],
+         "--link-sparse-weight must be 0 or more"),
+    ],
+)  # fmt: skip
+def test_link_flags_that_cannot_work_are_refused(extra, message):
+    from jobs.annotate import to_config
+
+    with pytest.raises(SystemExit, match=message):
+        to_config(parse_args(["--input", "/in", "--output", "/o", "--spans", "/s", *extra]))
