@@ -3,6 +3,7 @@
     python -m jobs.bench --docs URI [--model M] [--limit N] [--json OUT] [--markdown OUT]
     python -m jobs.bench --docs URI --repeat 9 --skip-baselines --dtype float32
     python -m jobs.bench --scale 20000,100000,200000 [--markdown OUT]
+    python -m jobs.bench --docs URI --link-dictionary URI [--link-names N]
 
 Rows: transformers' token-classification pipeline (at its best batch size),
 sentence-transformers ``encode``, this project's NER and embedding stages in process
@@ -103,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-ray", action="store_true", help="leave out the jobs.annotate row")
     p.add_argument(
+        "--link-dictionary",
+        help="only the linking rows: the job without and with linking against this "
+        "dictionary (names embedded, then cached), and the memory of a --link-names index",
+    )
+    p.add_argument(
+        "--link-names",
+        type=int,
+        default=1_000_000,
+        help="names of the index whose memory is measured (the dictionary's names repeated "
+        "with suffixes, random unit vectors)",
+    )
+    p.add_argument(
         "--context-only",
         action="store_true",
         help="only the context stage's row (sentences, sections, ConText) over the NER "
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             repeat=args.repeat,
             gpu_model=args.gpu_model,
             context_only=args.context_only,
+            link_dictionary=args.link_dictionary,
+            link_names=args.link_names,
         )
         result = bench_suite.run_suite(request)
         result["command"] = command

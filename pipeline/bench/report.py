@@ -94,6 +94,13 @@ def _checks_lines(result: dict[str, Any]) -> list[str]:
         )
     if "ray_error" in c:
         lines.append("Ray job FAILED: " + c["ray_error"].strip().splitlines()[-1])
+    if "index_memory" in c:
+        m = c["index_memory"]
+        lines.append(
+            f"Link index of {m['names']:,} names: built in {m['index_build_s']:.1f} s; "
+            f"{m['mentions']} mentions encoded and searched in {m['encode_search_s']:.1f} s"
+        )
+        return lines
     lines.append(f"Window tokens counted alike in every row: {c.get('tokens_counted_alike')}")
     return lines
 

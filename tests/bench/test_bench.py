@@ -264,3 +264,16 @@ def test_context_only_runs_the_ner_stage_then_the_context_row(setup, tmp_path, c
         ">= 2 MB of note text per second per core for sentences + sections + context"
     ]
     assert "MB of text per CPU second" in capsys.readouterr().out
+
+
+def test_the_link_index_memory_probe_measures_an_index_of_the_size_asked(setup, tmp_path):
+    from pipeline.bench.link_rows import index_memory
+
+    terms = tmp_path / "terms.parquet"
+    pq.write_table(pa.table({"concept_id": ["D1", "D2", "D3"],
+                             "name": ["alpha beta", "gamma", "delta epsilon"]}), terms)  # fmt: skip
+    m = index_memory(str(terms), setup["encoder"], 1000, tmp_path)
+    assert m["names"] == 1000  # three names repeated with suffixes, all distinct
+    assert m["vector_mib"] == pytest.approx(1000 * m["dim"] * 2 / 2**20)  # float16
+    assert m["peak_mib"] >= m["peak_after_model_mib"] > 0
+    assert m["exact_first"] == 3  # each mention is one of the names: found exactly
