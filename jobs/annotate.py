@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the character 3-gram TF-IDF score beside the dense cosine "
         "(score = (dense + w * ngram) / (1 + w)); an exact name match scores 1",
     )
+    k.add_argument(
+        "--no-link-abbreviations",
+        action="store_true",
+        help="link a mention that is a short form its document defines ('5-fluorouracil "
+        "(5-FU)') as written, not by its long form",
+    )
     w = p.add_argument_group("windows and results")
     w.add_argument(
         "--max-length",
@@ -324,6 +330,7 @@ def to_config(args: argparse.Namespace) -> tuple[AnnotateConfig, Scheduling]:
         link_top_k=args.link_top_k,
         link_min_score=args.link_min_score,
         link_sparse_weight=args.link_sparse_weight,
+        link_abbreviations=not args.no_link_abbreviations,
     )
     sched = Scheduling(
         num_actors=args.num_actors,

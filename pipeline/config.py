@@ -58,6 +58,7 @@ class AnnotateConfig:
     link_top_k: int = 5  # candidates per entity in links/
     link_min_score: float | None = None  # below it an entity gets no concept (None: always)
     link_sparse_weight: float = 0.5  # weight of the character 3-gram score beside the dense
+    link_abbreviations: bool = True  # a short form the document defines: linked by its long form
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -117,6 +117,7 @@ def build_dataset(
             cfg.link_top_k,
             cfg.link_min_score,
             cfg.link_sparse_weight,
+            cfg.link_abbreviations,
         )
         ds = ds.map_batches(
             LinkStage,

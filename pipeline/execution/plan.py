@@ -300,6 +300,7 @@ def _link_parts(cfg: AnnotateConfig, dictionary: Dictionary | None) -> dict[str,
             "top_k": cfg.link_top_k,
             "min_score": cfg.link_min_score,
             "sparse_weight": cfg.link_sparse_weight,
+            "abbreviations": cfg.link_abbreviations,
             "index": INDEX_VERSION,
         }
     }

@@ -28,6 +28,7 @@ class LinkSettings:
     top_k: int = 5
     min_score: float | None = None  # entities whose best score is lower get no concept
     sparse_weight: float = 0.5
+    abbreviations: bool = True  # a defined short form is linked by its long form
 
 
 class StringEncoder:
@@ -94,14 +95,16 @@ class LinkStage:
         self.vectors = vectors.to(device) if device.type == "cuda" else vectors
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.linking.abbreviations import abbreviations, expand
         from pipeline.linking.retrieval import search
 
         texts = batch.column(S.TEXT_INTERNAL).to_pylist()
         entities = [list(x or []) for x in batch.column(S.ENTITIES).to_pylist()]
         mentions, labels, where = [], [], []
         for d, ents in enumerate(entities):
+            defined = abbreviations(texts[d]) if ents and self.settings.abbreviations else {}
             for j, e in enumerate(ents):
-                mentions.append(texts[d][e[S.START] : e[S.END]])
+                mentions.append(expand(texts[d][e[S.START] : e[S.END]], defined))
                 labels.append(e[S.LABEL])
                 where.append((d, j))
         queries = self.encoder(mentions) if mentions else np.zeros((0, 1), np.float32)
