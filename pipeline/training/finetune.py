@@ -16,6 +16,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,12 +173,20 @@ def _count_orphans(report: AlignmentReport, orphans: int) -> None:
     report.no_document += orphans
 
 
-def _fit(loop: TrainLoop, sched: TrainScheduling, storage_path: str) -> Any:
+def fit(
+    loop: Any,
+    sched: TrainScheduling,
+    storage_path: str,
+    worker: Callable[[dict[str, Any]], Any] = train_worker,
+    name: str = "finetune",
+) -> Any:
+    """Run ``worker`` on Ray Train with ``{"loop": loop}``; Ray keeps the last
+    checkpoint reported, which the workers report only for a better epoch."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
-        train_worker,
+        worker,
         train_loop_config={"loop": loop},
         scaling_config=ScalingConfig(
             num_workers=sched.num_workers,
@@ -185,7 +194,7 @@ def _fit(loop: TrainLoop, sched: TrainScheduling, storage_path: str) -> Any:
             resources_per_worker={"CPU": sched.cpus_per_worker},  # use_gpu adds 1 GPU each
         ),
         run_config=RunConfig(
-            name=f"finetune-{int(time.time())}",
+            name=f"{name}-{int(time.time())}",
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -201,7 +210,7 @@ def run_finetune(cfg: FinetuneConfig, sched: TrainScheduling) -> dict[str, Any]:
     prep = prepare(cfg, sched)
     storage_path = sched.storage_path or tempfile.mkdtemp(prefix="finetune-ray-")
     t_fit = time.perf_counter()
-    result = _fit(prep.loop, sched, storage_path)
+    result = fit(prep.loop, sched, storage_path)
     fit_seconds = time.perf_counter() - t_fit
     out = result.return_value or {}
     history = out.get("history", [])
@@ -231,11 +240,17 @@ def run_finetune(cfg: FinetuneConfig, sched: TrainScheduling) -> dict[str, Any]:
         },
         "base_model_sha256": models.weights_hash(Path(cfg.base_model)),
     }
-    with result.checkpoint.as_directory() as ckpt:
-        storage.upload_folder(ckpt, cfg.output_uri)
-    summary["total_seconds"] = time.perf_counter() - t_start
-    # Written last: a folder with training.json holds a complete model.
-    storage.write_json(storage.join(cfg.output_uri, TRAINING_JSON), summary)
+    publish(result.checkpoint, cfg.output_uri, summary, t_start)
     if sched.storage_path is None:
         shutil.rmtree(storage_path, ignore_errors=True)
     return summary
+
+
+def publish(checkpoint: Any, output_uri: str, summary: dict[str, Any], t_start: float) -> None:
+    """Upload the checkpoint's folder to ``output_uri``, then ``training.json`` with the
+    run's total seconds (counted from ``t_start``, a ``perf_counter`` reading)."""
+    with checkpoint.as_directory() as ckpt:
+        storage.upload_folder(ckpt, output_uri)
+    summary["total_seconds"] = time.perf_counter() - t_start
+    # Written last: a folder with training.json holds a complete model.
+    storage.write_json(storage.join(output_uri, TRAINING_JSON), summary)

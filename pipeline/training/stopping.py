@@ -19,6 +19,7 @@ class EarlyStopping:
     best_score: float = float("-inf")
     last_epoch: int = 0
     reason: str | None = None  # MAX_EPOCHS or PATIENCE once stopped
+    metric: str = "dev strict F1"  # what the score is, for describe()
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
@@ -48,7 +49,7 @@ class EarlyStopping:
         """Why training stopped, for training.json and the log."""
         if self.reason == PATIENCE:
             return (
-                f"dev strict F1 did not improve for {self.patience} epochs after epoch "
+                f"{self.metric} did not improve for {self.patience} epochs after epoch "
                 f"{self.best_epoch}"
             )
         if self.reason == MAX_EPOCHS:
