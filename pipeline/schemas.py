@@ -87,16 +87,16 @@ LINK_STRUCT = pa.struct(
 )
 
 
+CONCEPT_FIELDS = (
+    pa.field(CONCEPT_ID, pa.string()),
+    pa.field(CONCEPT_NAME, pa.string()),
+    pa.field(CONCEPT_SCORE, pa.float32()),
+)
+
+
 def linked_entity_struct(entity: pa.DataType) -> pa.StructType:
     """An entity struct (``ENTITY_STRUCT`` or ``CONTEXT_ENTITY_STRUCT``) with its concept."""
-    return pa.struct(
-        [
-            *entity,
-            pa.field(CONCEPT_ID, pa.string()),
-            pa.field(CONCEPT_NAME, pa.string()),
-            pa.field(CONCEPT_SCORE, pa.float32()),
-        ]
-    )
+    return pa.struct([*entity, *CONCEPT_FIELDS])
 
 
 SECTION_STRUCT = pa.struct(
@@ -133,11 +133,6 @@ def id_type_name(t: pa.DataType) -> str:
 def entity_schema(id_type: pa.DataType = TEXT_ID, linked: bool = False) -> pa.Schema:
     """``linked``: the run links entities to concepts (the concept columns exist only then,
     so that outputs without linking keep their schema)."""
-    concept = [
-        pa.field(CONCEPT_ID, pa.string()),
-        pa.field(CONCEPT_NAME, pa.string()),
-        pa.field(CONCEPT_SCORE, pa.float32()),
-    ]
     return pa.schema(
         [
             pa.field(DOC_ID, id_type, nullable=False),
@@ -147,7 +142,7 @@ def entity_schema(id_type: pa.DataType = TEXT_ID, linked: bool = False) -> pa.Sc
             pa.field(LABEL, pa.string(), nullable=False),
             pa.field(SCORE, pa.float32()),  # null for spans given with --spans
             *(pa.field(c, pa.string()) for c in CONTEXT_COLUMNS),
-            *(concept if linked else []),
+            *(CONCEPT_FIELDS if linked else ()),
         ]
     )
 

@@ -23,8 +23,7 @@ import pyarrow as pa
 
 from pipeline import schemas as S
 from pipeline.bench.harness import BenchSettings, Clock, Corpus, _vm_hwm_bytes, row
-from pipeline.bench.ray_rows import annotate_args, run_annotate
-from pipeline.storage import files as storage
+from pipeline.bench.ray_rows import annotate_args, run_annotate, write_input
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20
@@ -37,11 +36,8 @@ def link_rows(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Three runs of the job on the corpus: without linking, linking with a cold index
     cache, linking with a warm one. Returns their rows and the overhead figures."""
-    input_uri = str(workdir / "docs.parquet")
-    storage.write_parquet_table(
-        input_uri,
-        corpus.docs.select([S.DOC_ID, S.TEXT_INTERNAL]).rename_columns(["doc_id", "text"]),
-    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    input_uri = write_input(corpus, workdir)
     cache = workdir / "cache"
     runs: dict[str, dict[str, Any]] = {}
     for name in ("without linking", "linking, index embedded", "linking, index cached"):

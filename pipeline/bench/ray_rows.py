@@ -238,6 +238,16 @@ def annotate_args(
     ]
 
 
+def write_input(corpus: Corpus, workdir: Path) -> str:
+    """The corpus's documents as the job's input file; returns its path."""
+    input_uri = str(workdir / "docs.parquet")
+    storage.write_parquet_table(
+        input_uri,
+        corpus.docs.select([S.DOC_ID, S.TEXT_INTERNAL]).rename_columns(["doc_id", "text"]),
+    )
+    return input_uri
+
+
 def ray_row(
     corpus: Corpus, ner_dir: str, embed_dir: str, s: BenchSettings, dtype: str, workdir: Path
 ) -> tuple[dict[str, Any], set[Entity], np.ndarray]:
@@ -245,11 +255,7 @@ def ray_row(
     included) on the corpus's documents. Returns the row, its entities and its vectors."""
     from pipeline.bench.contenders import entity_set
 
-    input_uri = str(workdir / "docs.parquet")
-    storage.write_parquet_table(
-        input_uri,
-        corpus.docs.select([S.DOC_ID, S.TEXT_INTERNAL]).rename_columns(["doc_id", "text"]),
-    )
+    input_uri = write_input(corpus, workdir)
     output = str(workdir / "annotate-out")
     res = run_annotate(annotate_args(input_uri, output, ner_dir, embed_dir, s, dtype), workdir)
     mem = res["memory"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.models import loading as models
 from pipeline.training.link_data import top1_concepts
-from pipeline.training.loop import _agree, _cpu_seconds
+from pipeline.training.loop import _agree, _cpu_seconds, start_worker
 from pipeline.training.stopping import EarlyStopping
 
 if TYPE_CHECKING:  # the driver imports this module; torch loads in the workers
@@ -107,15 +107,9 @@ def link_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     returns the per-epoch history and its peak memory."""
     import ray.train
     import ray.train.torch
-    import torch
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     loop: LinkLoop = config["loop"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(loop.threads)
-    torch.manual_seed(loop.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    rank, world = start_worker(loop.threads, loop.seed)
     encoder, tokenizer = _load(loop)
     model = ray.train.torch.prepare_model(encoder)
     device = ray.train.torch.get_device()

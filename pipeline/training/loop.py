@@ -80,21 +80,29 @@ def score_dev(model_dir: str, loop: TrainLoop) -> dict:
     return score_spans(loop.gold, pred, dev.column(S.DOC_ID).to_pylist()).to_dict()
 
 
+def start_worker(threads: int, seed: int) -> tuple[int, int]:
+    """A Ray Train worker's common start: logging, torch threads, seeded and deterministic
+    kernels. Returns (rank, world size)."""
+    import ray.train
+    import torch
+
+    # Ray forwards a worker's stderr to the driver; its loggers start unconfigured.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx = ray.train.get_context()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train's entry point (``train_loop_config={"loop": TrainLoop}``); rank 0
     returns the per-epoch history and its peak memory."""
     import ray.train
     import ray.train.torch
-    import torch
 
-    # Ray forwards a worker's stderr to the driver; its loggers start unconfigured.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     loop: TrainLoop = config["loop"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(loop.threads)
-    torch.manual_seed(loop.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    rank, world = start_worker(loop.threads, loop.seed)
     model, tokenizer = _load(loop)
     model = ray.train.torch.prepare_model(model)
     trainer = _Steps(model, loop, rank, world, ray.train.torch.get_device())
