@@ -29,6 +29,8 @@ BLOCK_NAMES = 65536
 # Names kept per block and mention before concepts are merged: a concept has several
 # names, and the top k concepts need their best names among these.
 NAMES_PER_CONCEPT = 8
+# Mentions scored together: bounds the score matrix however many entities a batch has.
+MENTIONS_PER_PASS = 512
 DEFAULT_SPARSE_WEIGHT = 0.5
 
 
@@ -169,6 +171,23 @@ def search(
     GPU is computed in float16, anything on the CPU in float32); ``queries`` the mentions'
     unit vectors [mentions, dim]. Order: exact normalised name matches first, then score,
     then concept id and name, so that ties always break the same way."""
+    out: list[list[Candidate]] = []
+    for a in range(0, len(mentions), MENTIONS_PER_PASS):
+        b = a + MENTIONS_PER_PASS
+        out += _search(index, vectors, queries[a:b], mentions[a:b], labels[a:b], top_k,
+                       sparse_weight)  # fmt: skip
+    return out
+
+
+def _search(
+    index: LinkIndex,
+    vectors: torch.Tensor,
+    queries: np.ndarray,
+    mentions: list[str],
+    labels: list[str | None],
+    top_k: int,
+    sparse_weight: float,
+) -> list[list[Candidate]]:
     import torch
 
     if not mentions:
@@ -189,6 +208,9 @@ def search(
     all_idx = torch.cat(kept_idx, dim=1).numpy()
     out = []
     for m in range(len(mentions)):
+        if not normalized[m]:  # no letter or digit: nothing to link by
+            out.append([])
+            continue
         exact = [
             int(i)
             for i in index.exact_matches(normalized[m])

@@ -108,12 +108,14 @@ def test_a_search_over_many_blocks_equals_one_over_a_single_block(monkeypatch):
     mentions = ["name 5 c", "abc", "name", "x", "name 17", "c", "name 299 c"]
     one = _search(index, queries, mentions, [None] * 7, k=4, w=0.5)
     monkeypatch.setattr(R, "BLOCK_NAMES", 37)
+    monkeypatch.setattr(R, "MENTIONS_PER_PASS", 3)
     assert _search(index, queries, mentions, [None] * 7, k=4, w=0.5) == one
     assert one[0][0][:2] == ("C001", "name 5 c") and one[0][0][3] is True
 
 
 def test_no_mentions_and_fewer_concepts_than_k():
     index = _index([("D1", "gout", None, _unit(1, 0))])
+    assert _search(index, [_unit(1, 0)], [" -- "], [None]) == [[]]  # nothing to link by
     assert R.search(index, torch.from_numpy(index.vectors), np.zeros((0, 2)), [], [], 5) == []
     assert len(_search(index, [_unit(0, 1)], ["flu"], [None], k=5)[0]) == 1
 
