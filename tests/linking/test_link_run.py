@@ -68,7 +68,9 @@ def _config(corpus, model: str, out: str, terms: str = "terms.parquet", **kw) ->
     )  # fmt: skip
 
 
-def test_given_spans_are_linked_and_the_index_is_cached(local_ray, corpus, cache, model_dirs):
+def test_spans_are_linked_the_index_cached_and_a_changed_dictionary_refused(
+    local_ray, corpus, cache, model_dirs
+):
     result = annotate(_config(corpus, model_dirs["encoder"], "out"))
     assert result.ok, result.error
     linking = result.run["linking"]
@@ -109,22 +111,22 @@ def test_given_spans_are_linked_and_the_index_is_cached(local_ray, corpus, cache
     assert ents2.column("concept_id").null_count == len(SPANS)
     assert storage.read_parquet_table(storage.join(again.output_uri, S.LINKS_DIR)).num_rows == 12
 
+    # the same command again resumes: nothing left to do, no index built
+    resumed = annotate(_config(corpus, model_dirs["encoder"], "out"))
+    assert resumed.ok and resumed.run["shards"]["skipped"] == 1
+    assert resumed.run["linking"]["index"] == {}
 
-def test_a_changed_dictionary_is_refused_on_resume_and_reindexed(
-    local_ray, corpus, cache, model_dirs
-):
-    first = annotate(_config(corpus, model_dirs["encoder"], "resume"))
-    assert first.ok, first.error
+    # a changed dictionary: refused on resume, embedded again (another key) on overwrite
     _write_terms(corpus / "terms2.parquet", [*TERMS, ("D5", "sepsis", "Disease")])
     with pytest.raises(InputError, match="configuration"):
-        annotate(_config(corpus, model_dirs["encoder"], "resume", "terms2.parquet"))
-    result = annotate(
-        _config(corpus, model_dirs["encoder"], "resume", "terms2.parquet", mode="overwrite")
+        annotate(_config(corpus, model_dirs["encoder"], "out", "terms2.parquet"))
+    changed = annotate(
+        _config(corpus, model_dirs["encoder"], "out", "terms2.parquet", mode="overwrite")
     )
-    assert result.ok, result.error
-    assert result.run["linking"]["index"]["cache_hit"] is False  # another key
-    ents = storage.read_parquet_table(storage.join(result.output_uri, S.ENTITIES_DIR))
-    assert {r["text"]: r["concept_id"] for r in ents.to_pylist()}["sepsis"] == "D5"
+    assert changed.ok, changed.error
+    assert changed.run["linking"]["index"]["cache_hit"] is False
+    ents3 = storage.read_parquet_table(storage.join(changed.output_uri, S.ENTITIES_DIR))
+    assert {r["text"]: r["concept_id"] for r in ents3.to_pylist()}["sepsis"] == "D5"
 
 
 def test_bad_dictionaries_fail_before_any_model_loads(corpus, tmp_path, model_dirs):
