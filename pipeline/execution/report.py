@@ -96,7 +96,7 @@ def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
 
 def summary_text(run: dict[str, Any], output_uri: str) -> str:
     lines = [f"Tables written under {output_uri}:"]
-    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.SECTIONS_DIR, S.EMBEDDINGS_DIR):
+    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.LINKS_DIR, S.SECTIONS_DIR, S.EMBEDDINGS_DIR):
         if table in run["rows"]:
             lines.append(f"  {storage.join(output_uri, table)}/  ({run['rows'][table]} rows)")
     lines.append(f"  {storage.join(output_uri, S.RUN_JSON)}")
@@ -113,6 +113,7 @@ def summary_text(run: dict[str, Any], output_uri: str) -> str:
             + ", ".join(f"{k} {v}" for k, v in sorted(run["entities_by_label"].items()))
         )
     lines.extend(_context_lines(run))
+    lines.extend(_linking_lines(run))
     t = run["this_run"]
     lines.append(
         f"This run: {t['documents']} documents, {t['tokens']} tokens in {t['wall_s']:.1f} s "
@@ -121,6 +122,23 @@ def summary_text(run: dict[str, Any], output_uri: str) -> str:
     for uri, why in run["failed_shards"].items():
         lines.append(f"FAILED shard {uri}: {why}")
     return "\n".join(lines)
+
+
+def _linking_lines(run: dict[str, Any]) -> list[str]:
+    if "linking" not in run:
+        return []
+    d, index = run["linking"]["dictionary"], run["linking"]["index"]
+    left_out = d["rows"] - d["names"]
+    line = f"Linking: {d['names']} names of {d['concepts']} concepts"
+    if left_out:
+        line += (
+            f" ({left_out} rows left out: {d['null_ids']} without concept_id, "
+            f"{d['empty_names']} empty names, {d['duplicates']} repeated pairs)"
+        )
+    if index:
+        how = "read from the cache" if index["cache_hit"] else "embedded and cached"
+        line += f"; name vectors {how} ({index['embed_seconds']:.1f} s)"
+    return [line]
 
 
 def _context_lines(run: dict[str, Any]) -> list[str]:

@@ -77,6 +77,9 @@ def test_spans_are_linked_the_index_cached_and_a_changed_dictionary_refused(
     assert linking["index"]["cache_hit"] is False
     assert linking["dictionary"]["names"] == len(TERMS)
     assert result.run["models"]["link"]["source"] == model_dirs["encoder"]
+    summary = result.summary()
+    assert f"Linking: {len(TERMS)} names of 6 concepts; name vectors embedded" in summary
+    assert "links/  (12 rows)" in summary
 
     ents = storage.read_parquet_table(storage.join(result.output_uri, S.ENTITIES_DIR))
     got = {r["text"]: (r["concept_id"], r["concept_name"], r["concept_score"])
