@@ -6,6 +6,7 @@ which a dictionary names far more often than the abbreviation. Pure."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # "(" short form ")", the short form without nested brackets
 _PARENS = re.compile(r"\(([^()]{1,12})\)")
@@ -63,7 +64,12 @@ def abbreviations(text: str) -> dict[str, str]:
     return out
 
 
-def expand(mention: str, defined: dict[str, str]) -> str:
-    """The long form of ``mention`` when the document defines it as a short form, else
+def expand(mention: str, defined: dict[str, str], is_name: Callable[[str], bool]) -> str:
+    """The long form of ``mention`` when the document defines it as a short form and the
+    short form is not itself a name of the dictionary (``is_name``: an abbreviation the
+    dictionary knows, as its training mentions often are, is linked as written), else
     ``mention``."""
-    return defined.get(mention.strip(), mention)
+    long_form = defined.get(mention.strip())
+    if long_form is None or is_name(mention):
+        return mention
+    return long_form

@@ -94,6 +94,11 @@ class LinkStage:
         vectors = torch.from_numpy(self.index.vectors)
         self.vectors = vectors.to(device) if device.type == "cuda" else vectors
 
+    def _is_name(self, mention: str) -> bool:
+        from pipeline.linking.dictionary import normalize_name
+
+        return len(self.index.exact_matches(normalize_name(mention))) > 0
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pipeline.linking.abbreviations import abbreviations, expand
         from pipeline.linking.retrieval import search
@@ -104,7 +109,7 @@ class LinkStage:
         for d, ents in enumerate(entities):
             defined = abbreviations(texts[d]) if ents and self.settings.abbreviations else {}
             for j, e in enumerate(ents):
-                mentions.append(expand(texts[d][e[S.START] : e[S.END]], defined))
+                mentions.append(expand(texts[d][e[S.START] : e[S.END]], defined, self._is_name))
                 labels.append(e[S.LABEL])
                 where.append((d, j))
         queries = self.encoder(mentions) if mentions else np.zeros((0, 1), np.float32)

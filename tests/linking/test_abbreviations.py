@@ -38,7 +38,11 @@ def test_a_definition_does_not_reach_over_a_sentence_end():
 
 
 def test_mentions_that_are_defined_short_forms_are_expanded():
-    defined = {"DMD": "Duchenne muscular dystrophy"}
-    assert expand("DMD", defined) == "Duchenne muscular dystrophy"
-    assert expand("DMD patients", defined) == "DMD patients"
-    assert expand("dmd", defined) == "dmd"  # case matters: a different string
+    defined = {"DMD": "Duchenne muscular dystrophy", "AAPC": "Adenomatous polyposis coli"}
+    unknown = lambda m: False  # noqa: E731
+    assert expand("DMD", defined, unknown) == "Duchenne muscular dystrophy"
+    assert expand("DMD patients", defined, unknown) == "DMD patients"
+    assert expand("dmd", defined, unknown) == "dmd"  # case matters: a different string
+    # a short form the dictionary names (attenuated APC, not APC) is linked as written
+    assert expand("AAPC", defined, lambda m: m == "AAPC") == "AAPC"
+    assert expand("DMD", defined, lambda m: m == "AAPC") == "Duchenne muscular dystrophy"
