@@ -7,7 +7,8 @@
 split: each mention with one concept becomes a name of it (null, ``-1`` and composite
 ``A|B`` / ``A+B`` ids are left out). The output is one Parquet file that
 ``jobs.annotate --link-dictionary`` and ``jobs.finetune --task linking --dictionary``
-read; repeated (concept_id, name) pairs are dropped, and counted.
+read; a pair given several times (a mention annotated N times) is kept N times: the job
+counts it, and the count orders concepts that share an exact name.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pyarrow as pa
 from pipeline.linking.dictionary import CONCEPT_ID, LABEL, NAME, from_table, mention_names
 from pipeline.storage import files as storage
 from pipeline.types import InputError
+
+OUTPUT = pa.schema([(CONCEPT_ID, pa.string()), (NAME, pa.string()), (LABEL, pa.string())])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,23 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         parts = []
         for uri in args.names:
             t = _read(uri)
-            d = from_table(t, uri)  # the same checks the job makes
-            parts.append(pa.table({CONCEPT_ID: d.concept_ids, NAME: d.names,
-                                   LABEL: pa.array(d.labels, pa.string())}))  # fmt: skip
+            from_table(t, uri)  # the same checks the job makes
+            labels = t.column(LABEL) if LABEL in t.column_names else pa.nulls(t.num_rows)
+            parts.append(pa.table({CONCEPT_ID: t.column(CONCEPT_ID), NAME: t.column(NAME),
+                                   LABEL: labels}))  # fmt: skip
         for uri in args.mentions:
             parts.append(mention_names(_read(uri), uri))
-        merged = from_table(pa.concat_tables(parts, promote_options="permissive"), args.output)
+        table = pa.concat_tables(parts, promote_options="permissive")
+        merged = from_table(table, args.output)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = pa.table({CONCEPT_ID: merged.concept_ids, NAME: merged.names,
-                      LABEL: pa.array(merged.labels, pa.string())})  # fmt: skip
-    storage.write_parquet_table(args.output, table)
+    # every row is kept: a pair given N times (a mention annotated N times) counts N
+    storage.write_parquet_table(args.output, table.cast(OUTPUT))
     r = merged.report
     print(
-        f"wrote {args.output}: {r.names} names of {r.concepts} concepts "
-        f"({r.duplicates} repeated pairs, {r.empty_names} empty names, {r.null_ids} rows "
-        "without concept_id left out)"
+        f"wrote {args.output}: {r.names} names of {r.concepts} concepts, {r.rows} rows "
+        f"({r.duplicates} repeat a pair: counted, {r.empty_names} empty names and "
+        f"{r.null_ids} rows without concept_id left out by the job)"
     )
     return 0
 

@@ -44,7 +44,7 @@ class DictionaryReport:
     concepts: int
     empty_names: int = 0
     null_ids: int = 0
-    duplicates: int = 0  # repeated (concept_id, name) pairs beyond the first
+    duplicates: int = 0  # repeated (concept_id, name) pairs beyond the first: kept once, counted
     labels: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -53,25 +53,34 @@ class DictionaryReport:
 
 @dataclass(frozen=True)
 class Dictionary:
-    """The kept names, in a stable order (concept_id, then name), with their concept and
-    label (None where the dictionary gives none)."""
+    """The kept names, in a stable order (concept_id, then name), with their concept,
+    label (None where the dictionary gives none) and count: how many rows gave the pair (a
+    training mention seen 8 times as one concept counts 8; the count orders concepts that
+    share an exact name)."""
 
     concept_ids: list[str]
     names: list[str]
     labels: list[str | None]
     report: DictionaryReport
+    counts: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
 
     @property
-    def sha256(self) -> str:
-        """Hash of the kept content: the same names give the same index, wherever and
+    def names_sha256(self) -> str:
+        """Hash of the kept names: the same names give the same vectors, wherever and
         however often the files were rewritten."""
         h = hashlib.sha256()
         for c, n, lab in zip(self.concept_ids, self.names, self.labels):
             h.update(f"{c}\t{n}\t{lab or ''}\n".encode())
         return h.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the kept content, counts included: what linking's results depend on."""
+        counts = ",".join(map(str, self.counts)).encode()
+        return hashlib.sha256(self.names_sha256.encode() + b"\n" + counts).hexdigest()
 
     def label_codes(self) -> tuple[np.ndarray, list[str]]:
         """Each name's label as an index into the sorted label list, -1 for none."""
@@ -113,7 +122,7 @@ def from_table(table: pa.Table, where: str) -> Dictionary:
             f"concept_id, {empty} with an empty name"
         )
     order = sorted(kept)
-    labels_kept = [kept[k] for k in order]
+    labels_kept = [kept[k][0] for k in order]
     report = DictionaryReport(
         rows=n_rows,
         names=len(order),
@@ -123,17 +132,18 @@ def from_table(table: pa.Table, where: str) -> Dictionary:
         duplicates=dup,
         labels=sorted({lab for lab in labels_kept if lab}),
     )
-    return Dictionary([c for c, _ in order], [n for _, n in order], labels_kept, report)
+    counts = [kept[k][1] for k in order]
+    return Dictionary([c for c, _ in order], [n for _, n in order], labels_kept, report, counts)
 
 
 def _clean(
     ids: list[str | None], names: list[str | None], labels: list[str | None]
-) -> tuple[dict[tuple[str, str], str | None], int, int, int]:
-    """Kept (concept_id, name) pairs with their label, and the rows left out: without
-    concept_id, with an empty name, repeating a pair. Names keep their case; runs of
-    white space become one space."""
+) -> tuple[dict[tuple[str, str], tuple[str | None, int]], int, int, int]:
+    """Kept (concept_id, name) pairs with their label and row count, and the rows left
+    out: without concept_id, with an empty name; and how many repeated a pair. Names keep
+    their case; runs of white space become one space."""
     null_ids = empty = dup = 0
-    kept: dict[tuple[str, str], str | None] = {}
+    kept: dict[tuple[str, str], tuple[str | None, int]] = {}
     for c, n, lab in zip(ids, names, labels):
         c = c.strip() if c is not None else ""
         if not c:
@@ -145,8 +155,9 @@ def _clean(
             continue
         if (c, n) in kept:
             dup += 1
+            kept[(c, n)] = (kept[(c, n)][0], kept[(c, n)][1] + 1)
             continue
-        kept[(c, n)] = (lab.strip() or None) if lab is not None else None
+        kept[(c, n)] = ((lab.strip() or None) if lab is not None else None, 1)
     return kept, null_ids, empty, dup
 
 

@@ -29,7 +29,7 @@ META = "index.json"
 def index_key(dictionary: Dictionary, info: ModelInfo) -> str:
     parts = {
         "version": INDEX_VERSION,
-        "dictionary_sha256": dictionary.sha256,
+        "dictionary_sha256": dictionary.names_sha256,  # the vectors depend on the names alone
         "weights_sha256": info.weights_sha256,
         "tokenizer_sha256": info.tokenizer_sha256,
         "pooling": info.pooling,

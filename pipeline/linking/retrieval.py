@@ -64,6 +64,7 @@ class LinkIndex:
     concept_ids: pa.Array  # per concept code
     names: pa.Array  # per name
     concept_of: np.ndarray  # int32 per name: index into concept_ids
+    count_of: np.ndarray  # int32 per name: the dictionary's rows of that (concept, name)
     label_of: np.ndarray  # int32 per name: index into labels, -1 for none
     labels: list[str]
     vectors: np.ndarray  # [names, dim], float16 or float32, unit rows
@@ -89,6 +90,7 @@ class LinkIndex:
             concept_ids=pa.array(concepts.tolist(), pa.string()),
             names=pa.array(dictionary.names, pa.string()),
             concept_of=concept_of.astype(np.int32),
+            count_of=np.asarray(dictionary.counts or [1] * len(dictionary), np.int32),
             label_of=label_of,
             labels=labels,
             vectors=vectors,
@@ -216,12 +218,25 @@ def _search(
             for i in index.exact_matches(normalized[m])
             if q_labels[m] < 0 or index.label_of[i] < 0 or index.label_of[i] == q_labels[m]
         ]
-        if exact:  # several concepts may share a name: the model orders them
-            order = (vectors[exact].float() @ q[m].float()).cpu().numpy()
-            exact = [i for _, i in sorted(zip((-order).tolist(), exact))]
+        if exact:
+            exact = _exact_order(
+                index, exact, (vectors[exact].float() @ q[m].float()).cpu().numpy()
+            )
         scored = [(float(s), int(i)) for s, i in zip(all_scores[m], all_idx[m]) if np.isfinite(s)]
         out.append(_concepts(index, exact, scored, top_k))
     return out
+
+
+def _exact_order(index: LinkIndex, exact: list[int], dense: np.ndarray) -> list[int]:
+    """Names equal to the mention, best first: of the concept the dictionary gives that
+    name most often (a training mention annotated 8 times as one concept), then by the
+    model's score."""
+    weight: dict[int, int] = {}
+    for i in exact:
+        c = int(index.concept_of[i])
+        weight[c] = weight.get(c, 0) + int(index.count_of[i])
+    keys = [(-weight[int(index.concept_of[i])], -float(d), i) for i, d in zip(exact, dense)]
+    return [i for *_, i in sorted(keys)]
 
 
 def _concepts(

@@ -35,6 +35,7 @@ def test_null_ids_empty_names_and_repeated_pairs_are_counted_and_left_out():
     assert (r.null_ids, r.empty_names, r.duplicates) == (2, 2, 1)
     assert r.labels == ["Disease"]
     assert dict(zip(d.names, d.labels))["gout"] is None  # a name without a label
+    assert dict(zip(zip(d.concept_ids, d.names), d.counts))[("D1", "asthma")] == 2
 
 
 def test_the_content_hash_ignores_row_order_and_sees_any_change():
@@ -44,6 +45,10 @@ def test_the_content_hash_ignores_row_order_and_sees_any_change():
     c = from_table(pa.table({"concept_id": ["D1", "D3"], "name": ["asthma", "gout"]}), "c")
     assert a.sha256 == b.sha256
     assert a.sha256 != c.sha256
+    twice = from_table(pa.table({"concept_id": ["D1", "D1", "D2"],
+                                 "name": ["asthma", "asthma", "gout"]}), "d")  # fmt: skip
+    assert twice.names_sha256 == a.names_sha256  # the same names: the same vectors
+    assert twice.sha256 != a.sha256  # but counts order exact-name ties
 
 
 @pytest.mark.parametrize(

@@ -28,11 +28,11 @@ def test_mentions_with_one_concept_join_the_terminology(tmp_path, capsys):
                str(tmp_path / "train.parquet"), "--output", str(out)])  # fmt: skip
     assert rc == 0
     d = read_dictionary(str(out))
-    # gout repeats D2's name: counted, kept once; composite, -1 and null ids left out
-    assert sorted(zip(d.concept_ids, d.names)) == [
-        ("D1", "asthma"), ("D1", "asthmatic"), ("D2", "gout"), ("D3", "DMD")
+    # gout repeats D2's name: counted twice; composite, -1 and null ids left out
+    assert sorted(zip(d.concept_ids, d.names, d.counts)) == [
+        ("D1", "asthma", 1), ("D1", "asthmatic", 1), ("D2", "gout", 2), ("D3", "DMD", 1)
     ]  # fmt: skip
-    assert "1 repeated pairs" in capsys.readouterr().out
+    assert "1 repeat a pair" in capsys.readouterr().out
 
 
 def test_mentions_without_concept_ids_are_refused_naming_the_file(tmp_path, capsys):

@@ -45,6 +45,24 @@ def test_an_exact_normalised_name_match_ranks_first_and_scores_one():
     assert got[0][1] == ("D2", "heart attacks", 1.0, False)  # cosine 1 with its vector
 
 
+def test_concepts_sharing_an_exact_name_are_ordered_by_how_often_the_dictionary_gives_it():
+    rows = [
+        ("C1", "C9 deficiency", None, _unit(1, 0)),
+        ("C2", "C9 deficiency", None, _unit(0, 1)),
+        ("C2", "c9 deficiency", None, _unit(0, 1)),
+        ("C2", "C9 deficiency", None, _unit(0, 1)),
+    ]
+    d = from_table(
+        pa.table({"concept_id": [r[0] for r in rows], "name": [r[1] for r in rows]}), "t"
+    )
+    by_pair = {(r[0], r[1]): r[3] for r in rows}
+    vectors = np.stack([by_pair[(c, n)] for c, n in zip(d.concept_ids, d.names)])
+    index = R.LinkIndex.build(d, vectors.astype(np.float16))
+    # the mention's vector is C1's, but C2 gives the name three times
+    got = _search(index, [_unit(1, 0)], ["C9 deficiency"], [None])[0]
+    assert [(c[0], c[3]) for c in got] == [("C2", True), ("C1", True)]
+
+
 def test_candidates_of_another_known_label_are_never_chosen():
     index = _index([
         ("C1", "cisplatin", "Chemical", _unit(1, 0, 0)),
