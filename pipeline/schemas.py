@@ -227,4 +227,6 @@ EMBEDDINGS_DIR = "embeddings"
 SECTIONS_DIR = "sections"
 LINKS_DIR = "links"
 DOCUMENTS_DIR = "documents"
+# Every table folder, in the order the job's summary lists them.
+TABLE_DIRS = (DOCUMENTS_DIR, ENTITIES_DIR, LINKS_DIR, SECTIONS_DIR, EMBEDDINGS_DIR)
 RUN_JSON = "run.json"

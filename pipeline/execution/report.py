@@ -96,7 +96,7 @@ def duplicate_doc_ids(output_uri: str, rp: RunPlan) -> dict[str, Any]:
 
 def summary_text(run: dict[str, Any], output_uri: str) -> str:
     lines = [f"Tables written under {output_uri}:"]
-    for table in (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.LINKS_DIR, S.SECTIONS_DIR, S.EMBEDDINGS_DIR):
+    for table in S.TABLE_DIRS:
         if table in run["rows"]:
             lines.append(f"  {storage.join(output_uri, table)}/  ({run['rows'][table]} rows)")
     lines.append(f"  {storage.join(output_uri, S.RUN_JSON)}")

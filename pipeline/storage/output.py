@@ -30,7 +30,7 @@ from pipeline import schemas as S
 from pipeline.storage import files as storage
 from pipeline.types import InputError
 
-TABLES = (S.DOCUMENTS_DIR, S.ENTITIES_DIR, S.EMBEDDINGS_DIR, S.SECTIONS_DIR)
+TABLES = S.TABLE_DIRS
 # Columns whose values each commit record counts, per table.
 TALLIED = {S.ENTITIES_DIR: (S.LABEL, S.NEGATION), S.DOCUMENTS_DIR: (S.STATUS,)}
 COMMITS, STAGING, FAILURES, MANIFEST = "_commits", "_staging", "_failures", "_manifest.json"

@@ -130,6 +130,12 @@ def test_spans_are_linked_the_index_cached_and_a_changed_dictionary_refused(
     assert changed.run["linking"]["index"]["cache_hit"] is False
     ents3 = storage.read_parquet_table(storage.join(changed.output_uri, S.ENTITIES_DIR))
     assert {r["text"]: r["concept_id"] for r in ents3.to_pylist()}["sepsis"] == "D5"
+    # the overwrite replaced links/ too: its best candidates are the entities' concepts
+    links3 = storage.read_parquet_table(storage.join(changed.output_uri, S.LINKS_DIR))
+    best3 = {
+        (r["doc_id"], r["start"]): r["concept_id"] for r in links3.to_pylist() if r["rank"] == 1
+    }
+    assert best3 == {(r["doc_id"], r["start"]): r["concept_id"] for r in ents3.to_pylist()}
 
 
 def test_bad_dictionaries_fail_before_any_model_loads(corpus, tmp_path, model_dirs):
