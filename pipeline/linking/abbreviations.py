@@ -20,9 +20,28 @@ def _short_form_ok(sf: str) -> bool:
     )
 
 
+def _initials(sf: str, candidate: str) -> str | None:
+    """The last words of ``candidate`` whose initials are ``sf``'s letters, in order
+    ("attenuated adenomatous polyposis coli" for AAPC), or None."""
+    letters = [c.lower() for c in sf if c.isalpha()]
+    words = candidate.split()
+    if not letters or len(letters) != len([c for c in sf if c.isalnum()]):
+        return None
+    if len(words) < len(letters):
+        return None
+    tail = words[-len(letters) :]
+    if [w[0].lower() for w in tail] == letters:
+        return " ".join(tail)
+    return None
+
+
 def best_long_form(sf: str, candidate: str) -> str | None:
-    """The shortest end of ``candidate`` whose characters spell ``sf``, right to left, its
-    first character starting a word (Schwartz and Hearst's matching), or None."""
+    """The long form of ``sf`` at the end of ``candidate``: the words whose initials spell
+    it, where there are such; else the shortest end whose characters spell it, right to
+    left, its first character starting a word (Schwartz and Hearst's matching), or None."""
+    by_initials = _initials(sf, candidate)
+    if by_initials is not None:
+        return by_initials
     s, i = len(sf) - 1, len(candidate) - 1
     while s >= 0:
         c = sf[s].lower()
@@ -65,11 +84,11 @@ def abbreviations(text: str) -> dict[str, str]:
 
 
 def expand(mention: str, defined: dict[str, str], is_name: Callable[[str], bool]) -> str:
-    """The long form of ``mention`` when the document defines it as a short form and the
-    short form is not itself a name of the dictionary (``is_name``: an abbreviation the
-    dictionary knows, as its training mentions often are, is linked as written), else
-    ``mention``."""
+    """What ``mention`` is linked by: the long form when the document defines it as a
+    short form, unless the short form is a dictionary name (``is_name``) and the long form
+    is not (an abbreviation the training mentions name, whose long form was found
+    wrongly); else ``mention`` as written."""
     long_form = defined.get(mention.strip())
-    if long_form is None or is_name(mention):
+    if long_form is None or (is_name(mention) and not is_name(long_form)):
         return mention
     return long_form

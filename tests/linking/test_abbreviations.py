@@ -43,6 +43,14 @@ def test_mentions_that_are_defined_short_forms_are_expanded():
     assert expand("DMD", defined, unknown) == "Duchenne muscular dystrophy"
     assert expand("DMD patients", defined, unknown) == "DMD patients"
     assert expand("dmd", defined, unknown) == "dmd"  # case matters: a different string
-    # a short form the dictionary names (attenuated APC, not APC) is linked as written
+    # a short form the dictionary names is linked as written, unless its long form is a name
     assert expand("AAPC", defined, lambda m: m == "AAPC") == "AAPC"
-    assert expand("DMD", defined, lambda m: m == "AAPC") == "Duchenne muscular dystrophy"
+    both = lambda m: m in ("DMD", "Duchenne muscular dystrophy")  # noqa: E731
+    assert expand("DMD", defined, both) == "Duchenne muscular dystrophy"
+
+
+def test_word_initials_spelling_the_short_form_make_the_long_form():
+    # character matching alone stops at "adenomatous": the first A also begins a word
+    text = "Families with attenuated adenomatous polyposis coli (AAPC) were studied."
+    assert abbreviations(text) == {"AAPC": "attenuated adenomatous polyposis coli"}
+    assert abbreviations("with diabetes mellitus (DM).") == {"DM": "diabetes mellitus"}
