@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.models import loading as models
 from pipeline.training.link_data import top1_concepts
-from pipeline.training.loop import _agree, _cpu_seconds, start_worker
+from pipeline.training.loop import _agree, _cpu_seconds, attention_dropout, start_worker
 from pipeline.training.stopping import EarlyStopping
 
 if TYPE_CHECKING:  # the driver imports this module; torch loads in the workers
@@ -151,19 +151,11 @@ def link_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _load(loop: LinkLoop) -> tuple[NameEncoder, Any]:
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     from pipeline.training.name_encoder import NameEncoder
 
-    config = AutoConfig.from_pretrained(
-        loop.base_model, local_files_only=True, trust_remote_code=loop.trust_remote_code
-    )
-    # 0 keeps PyTorch's fused attention kernel in training, as for NER (docs/finetuning.md)
-    dropout = {
-        k: loop.attention_dropout
-        for k in ("attention_probs_dropout_prob", "attention_dropout")
-        if hasattr(config, k)
-    }
+    dropout = attention_dropout(loop.base_model, loop.trust_remote_code, loop.attention_dropout)
     model = AutoModel.from_pretrained(
         loop.base_model,
         local_files_only=True,
